@@ -1,0 +1,190 @@
+"""The ablation study: every arm from one start, shared stages computed once, evaluated
+against the starting policy (θ0) and the no-creator baseline.
+
+Arms differ from the base config by a few overrides. Because stage keys hash inputs, not
+arm names, the arms share what is equal: the seed pool, the θ0 samples and their rewards
+(every arm), the informativeness and the sampled prompts (arms that differ only in the
+operator), the evaluation answers of θ0 and every judgment already made.
+
+``evalign run`` is a study with one arm: the config itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ArmSpec, Config, apply_overrides, validate
+from .errors import ConfigError
+from .evaluate import Answers, store_scores, store_win_rate
+from .loop import ArmState, Runner
+from .modelpool import spec_model_id
+from .progress import say
+from .session import Session, open_run
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARM = "eva"
+BASELINE_ARM = "no-creator"
+THETA0 = "theta0"
+
+DEFAULT_ARMS: tuple[ArmSpec, ...] = (
+    ArmSpec(name=BASELINE_ARM, set={"creator.enabled": False},
+            description="DPO on the original prompts only (no creator)"),
+    ArmSpec(name=DEFAULT_ARM, set={}, description="eva defaults: gap informativeness + evol_instruct"),
+    ArmSpec(name="metric-variance", set={"creator.metric": "variance"}, description="A: informativeness = variance"),
+    ArmSpec(name="metric-mean", set={"creator.metric": "mean"}, description="A: informativeness = mean reward"),
+    ArmSpec(name="op-self_instruct", set={"creator.operator": "self_instruct"}, description="B: SelfInstruct"),
+    ArmSpec(name="op-evol_quality", set={"creator.operator": "evol_quality"}, description="B: EvolQuality"),
+    ArmSpec(name="op-evol_complexity", set={"creator.operator": "evol_complexity"},
+            description="B: EvolComplexity"),
+)
+
+
+def arm_config(base: Config, arm: ArmSpec, seed_index: int) -> Config:
+    data = apply_overrides(base.to_dict(), {**arm.set, "run.seed": base.run.seed + seed_index})
+    return validate(data, f"arm {arm.name}")
+
+
+def resolve_arms(cfg: Config, only: Sequence[str] | None = None) -> list[ArmSpec]:
+    arms = list(cfg.ablation.arms) or list(DEFAULT_ARMS)
+    if only:
+        names = {a.name for a in arms}
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ConfigError(f"unknown arm(s) {', '.join(unknown)}; arms of this study: {', '.join(sorted(names))}")
+        arms = [a for a in arms if a.name in only]
+    for a in arms:  # validate every arm's overrides up front: a typo fails before hours of work
+        arm_config(cfg, a, 0)
+    return arms
+
+
+@dataclass
+class StudyResult:
+    run_dir: str
+    report_dir: str
+    html: str | None
+    table_markdown: str
+
+
+def run_study(
+    cfg: Config,
+    *,
+    arms: Sequence[ArmSpec] | None = None,
+    seeds: int | None = None,
+    verbose: bool = False,
+    single: bool = False,
+) -> StudyResult:
+    """Run (or resume) the arms for every seed, evaluate, and build the report."""
+    from .report import build_report
+
+    arm_specs = list(arms) if arms is not None else resolve_arms(cfg)
+    n_seeds = seeds or cfg.ablation.seeds
+    t_start = time.perf_counter()
+    with open_run(cfg, verbose=verbose) as s:
+        runner = Runner(cfg, s.store, s.pool, eval_prompts=s.evaluator.texts() if s.evaluator else [])
+        study = _load_study(s)
+        study.setdefault("arms", {})
+        study["single"] = single
+        study["default_arm"] = DEFAULT_ARM if not single else arm_specs[0].name
+        study["baseline_arm"] = BASELINE_ARM
+        for seed_index in range(n_seeds):
+            for arm in arm_specs:
+                acfg = arm_config(cfg, arm, seed_index)
+                t0 = time.perf_counter()
+                state = runner.run_arm(arm.name, acfg)
+                entry = study["arms"].setdefault(arm.name, {"description": arm.description, "set": arm.set,
+                                                            "seeds": {}})
+                entry["seeds"][str(seed_index)] = {
+                    "policy_id": state.policy_id, "checkpoint": state.policy_path,
+                    "checkpoints": state.checkpoints, "train_pairs": state.train_pairs,
+                    "summary": state.summary, "seconds_now": time.perf_counter() - t0,
+                    "creator_enabled": acfg.creator.enabled, "metric": acfg.creator.metric,
+                    "operator": acfg.creator.operator,
+                }
+        if s.evaluator is not None:
+            _evaluate(s, runner, study, [a.name for a in arm_specs], n_seeds)
+        study["stage_uses"] = study.get("stage_uses", []) + [u.__dict__ for u in runner.uses]
+        study["wall_seconds"] = study.get("wall_seconds", 0.0) + (time.perf_counter() - t_start)
+        with s.store.transaction():
+            s.store.set_meta("study", json.dumps(study, default=str))
+        result = build_report(s.store)
+    return result
+
+
+def _load_study(s: Session) -> dict[str, Any]:
+    raw = s.store.get_meta("study")
+    return json.loads(raw) if raw else {}
+
+
+def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list[str], n_seeds: int) -> None:
+    ev = s.evaluator
+    assert ev is not None
+    cfg = s.cfg
+    judge_id = spec_model_id(cfg.eval.judge)
+    eval_fp = cfg.fingerprint("eval")
+    theta0_id = spec_model_id(cfg.policy)
+    answers_cache: dict[str, Answers] = {}
+
+    def answers(policy_id: str, path: str | None, offset: int = 0) -> Answers:
+        key = f"{policy_id}#{offset}"
+        if key not in answers_cache:
+            llm = s.pool.policy(cfg.policy, path, policy_id)
+            answers_cache[key] = ev.answers(llm, seed_offset=offset)
+        return answers_cache[key]
+
+    def checkpoint(path: str) -> str | None:
+        return None if path == cfg.policy.model else path
+
+    say("[bold]evaluation[/bold]")
+    theta = study["arms"].setdefault(THETA0, {"description": "starting policy θ0 (no training)", "seeds": {}})
+    theta_entry = theta["seeds"].setdefault("0", {"policy_id": theta0_id, "checkpoint": cfg.policy.model})
+
+    def eval_stage(name: str, inputs: dict[str, Any], fn) -> dict[str, Any]:
+        return runner.stage(name, "eval", 0, {**inputs, "eval": eval_fp, "judge": judge_id}, fn)
+
+    def score_stage(arm_label: str, policy_id: str, path: str | None) -> str:
+        def run(key: str) -> dict[str, Any]:
+            calls = ev.judge.stats.calls
+            sc = ev.scores(answers(policy_id, path), label=f"{arm_label} score")
+            store_scores(s.store, key, arm_label, "score", sc)
+            return {"calls": ev.judge.stats.calls - calls}
+
+        return eval_stage("eval_score", {"policy": policy_id}, run)["_key"]
+
+    def winrate_stage(arm_label: str, name: str, policy_id: str, path: str | None, base_id: str,
+                      base_path: str | None, base_offset: int = 0) -> str:
+        def run(key: str) -> dict[str, Any]:
+            model = answers(policy_id, path)
+            base = answers(base_id, base_path, base_offset)
+            calls = ev.judge.stats.calls
+            wr = ev.win_rate(model, base, label=f"{arm_label} {name}")
+            store_win_rate(s.store, key, arm_label, name, wr)
+            return {"calls": ev.judge.stats.calls - calls}
+
+        return eval_stage("eval_winrate", {"policy": policy_id, "baseline": base_id, "offset": base_offset}, run)["_key"]
+
+    theta_entry["eval"] = {"score": score_stage(THETA0, theta0_id, None)}
+    if cfg.eval.self_check:
+        theta_entry["eval"]["win_rate_vs_theta0"] = winrate_stage(
+            THETA0, "win_rate_vs_theta0", theta0_id, None, theta0_id, None, base_offset=1)
+    for seed_index in range(n_seeds):
+        baseline = study["arms"].get(BASELINE_ARM, {}).get("seeds", {}).get(str(seed_index))
+        for name in arm_names:
+            entry = study["arms"][name]["seeds"][str(seed_index)]
+            pid, path = entry["policy_id"], checkpoint(entry["checkpoint"])
+            evals = {"win_rate_vs_theta0": winrate_stage(name, "win_rate_vs_theta0", pid, path, theta0_id, None),
+                     "score": score_stage(name, pid, path)}
+            if baseline is not None and name != BASELINE_ARM:
+                evals["win_rate_vs_baseline"] = winrate_stage(
+                    name, "win_rate_vs_baseline", pid, path, baseline["policy_id"], checkpoint(baseline["checkpoint"]))
+            lengths = answers(pid, path).winrate
+            entry["eval"] = evals
+            entry["mean_answer_chars"] = sum(map(len, lengths)) / max(1, len(lengths))
+    t_answers = answers(theta0_id, None).winrate
+    theta_entry["mean_answer_chars"] = sum(map(len, t_answers)) / max(1, len(t_answers))
+    s.pool.release_policy()

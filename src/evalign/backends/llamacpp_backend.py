@@ -1,0 +1,176 @@
+"""llama.cpp backend (llama-cpp-python): GGUF models on CPU, the fast path for the built-in
+creator and judge.
+
+One sequence is evaluated at a time, so throughput comes from reusing the KV cache: every
+call keeps the longest token prefix it shares with the previous one. Callers that order
+their work so consecutive prompts share a prefix (the k responses of one prompt under one
+judge template; both orders of a pairwise judgment) pay only for the new tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelNotFoundError
+from .base import LLM, Conversation, Generation, GenParams, sample_seed, trie_choice_logprobs
+
+log = logging.getLogger(__name__)
+
+
+class LlamaCppLLM(LLM):
+    def __init__(
+        self,
+        gguf_path: str | Path,
+        *,
+        model_id: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        chat_template: str | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        super().__init__()
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError:
+            raise ModelNotFoundError(
+                'the llamacpp backend needs llama-cpp-python; install it with: pip install -e ".[cpu]"'
+            ) from None
+        self.path = Path(gguf_path)
+        self.model_id = model_id or f"gguf:{self.path.name}"
+        threads = n_threads or max(1, len(os.sched_getaffinity(0)))
+        self.llm = Llama(
+            model_path=str(self.path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=n_batch,
+            logits_all=False,
+            verbose=False,
+        )
+        template = self.llm.metadata.get("tokenizer.chat_template") or chat_template
+        if not template:
+            raise ModelNotFoundError(
+                f"model '{self.path.name}' has no chat template in its GGUF; set chat_template in its model config"
+            )
+        eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template,
+            eos_token=self.llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+        )
+        self.n_ctx = n_ctx
+        self.n_vocab = self.llm.n_vocab()
+
+    # ------------------------------------------------------------------ text helpers
+
+    def render(self, conversation: Conversation, assistant_prefix: str = "") -> str:
+        return self._formatter(messages=list(conversation)).prompt + assistant_prefix
+
+    def encode(self, text: str) -> list[int]:
+        # The chat template already wrote any BOS token it wants.
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if len(ids) <= max_tokens:
+            return text
+        return self.llm.detokenize(ids[:max_tokens]).decode("utf-8", errors="ignore")
+
+    def _fit(self, tokens: list[int], reserve: int) -> list[int]:
+        """Keep the prompt inside the context window by dropping its middle."""
+        room = self.n_ctx - reserve - 1
+        if len(tokens) <= room:
+            return tokens
+        log.warning("prompt of %d tokens cut to %d to fit n_ctx=%d", len(tokens), room, self.n_ctx)
+        head = room // 4
+        return tokens[:head] + tokens[len(tokens) - (room - head) :]
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: GenParams, seeds: Sequence[int]
+    ) -> list[list[Generation]]:
+        out = []
+        for conv in conversations:
+            tokens = self._fit(self.encode(self.render(conv)), params.max_new_tokens)
+            row = []
+            for seed in seeds:
+                res = self.llm.create_completion(
+                    prompt=tokens,
+                    max_tokens=params.max_new_tokens,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    top_k=0,
+                    min_p=0.0,
+                    repeat_penalty=1.0,
+                    seed=sample_seed(seed, conv) & 0x7FFFFFFF,
+                    stop=list(params.stop) or [],
+                )
+                choice = res["choices"][0]
+                usage = res["usage"]
+                row.append(
+                    Generation(
+                        text=choice["text"].strip(),
+                        seed=seed,
+                        prompt_tokens=usage["prompt_tokens"],
+                        completion_tokens=usage["completion_tokens"],
+                        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                    )
+                )
+                self.stats.add(calls=1, prompt_tokens=usage["prompt_tokens"],
+                               completion_tokens=usage["completion_tokens"])
+            out.append(row)
+        return out
+
+    # ------------------------------------------------------------------ choice log-probs
+
+    def _logprobs_after(self, tokens: list[int]) -> np.ndarray:
+        """log-softmax of the next-token logits after ``tokens``, reusing the cached prefix."""
+        import llama_cpp
+
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        keep = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1)  # at least one token must be evaluated for fresh logits
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        m = logits.max()
+        return logits - (m + np.log(np.exp(logits - m).sum()))
+
+    def choice_logprobs(
+        self, conversations: Sequence[Conversation], choices: Sequence[str], assistant_prefix: str = ""
+    ) -> list[list[float]]:
+        results = []
+        for conv in conversations:
+            text = self.render(conv, assistant_prefix)
+            base = self._fit(self.encode(text), 8)
+            choice_ids = [self._continuation_ids(text, base, c) for c in choices]
+            results.append(trie_choice_logprobs(choice_ids, lambda p: self._logprobs_after(base + list(p))))
+            self.stats.add(calls=1, prompt_tokens=len(base))
+        return results
+
+    def _continuation_ids(self, text: str, base: list[int], choice: str) -> list[int]:
+        full = self.encode(text + choice)
+        if full[: len(base)] == base and len(full) > len(base):
+            return full[len(base) :]
+        return self.llm.tokenize(choice.encode("utf-8"), add_bos=False, special=False)
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm.close()
+            self.llm = None  # type: ignore[assignment]

@@ -1,0 +1,79 @@
+"""A scripted ``LLM`` for tests and dry runs: outputs come from Python functions.
+
+Used wherever the behaviour under test is not the model's (the creator's parsing and
+filters, the judge's position-swap logic, the loop's resume), so tests are fast and exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+
+from .base import LLM, Conversation, Generation, GenParams
+
+GenerateFn = Callable[[Conversation, int], str]
+ChoiceFn = Callable[[Conversation, Sequence[str], str], Sequence[float]]
+
+
+def echo_generate(conversation: Conversation, seed: int) -> str:
+    """Default script: a deterministic, seed-dependent reply to the last user message."""
+    last = conversation[-1]["content"]
+    tag = hashlib.sha256(f"{seed}:{last}".encode()).hexdigest()[:6]
+    return f"Reply {tag} to: {last[:60]}"
+
+
+def uniform_choices(conversation: Conversation, choices: Sequence[str], prefix: str) -> list[float]:
+    return [-math.log(len(choices))] * len(choices)
+
+
+class ScriptedLLM(LLM):
+    def __init__(
+        self,
+        generate_fn: GenerateFn = echo_generate,
+        choice_fn: ChoiceFn = uniform_choices,
+        model_id: str = "scripted",
+    ) -> None:
+        super().__init__()
+        self.generate_fn = generate_fn
+        self.choice_fn = choice_fn
+        self.model_id = model_id
+        self.requests: list[Conversation] = []  # every conversation seen, for assertions
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: GenParams, seeds: Sequence[int]
+    ) -> list[list[Generation]]:
+        out = []
+        for conv in conversations:
+            row = []
+            for seed in seeds:
+                self.requests.append(conv)
+                text = self.generate_fn(conv, seed)
+                words = text.split()
+                if len(words) > params.max_new_tokens:
+                    text = " ".join(words[: params.max_new_tokens])
+                row.append(Generation(text, seed, self.count_tokens(_flat(conv)), len(text.split())))
+                self.stats.add(calls=1, completion_tokens=len(text.split()))
+            out.append(row)
+        return out
+
+    def choice_logprobs(
+        self, conversations: Sequence[Conversation], choices: Sequence[str], assistant_prefix: str = ""
+    ) -> list[list[float]]:
+        out = []
+        for conv in conversations:
+            self.requests.append(conv)
+            out.append(list(self.choice_fn(conv, choices, assistant_prefix)))
+            self.stats.add(calls=1)
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text.split()))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        words = text.split()
+        return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+
+def _flat(conv: Conversation) -> str:
+    return "\n".join(m["content"] for m in conv)

@@ -1,0 +1,229 @@
+"""The ``evalign`` command: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import EvalignError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="eva: Evolving Alignment via Asymmetric Self-Play — runs, ablations, evaluation.",
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="Run config (YAML).", show_default=False)]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="A config shipped with evalign.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: a.b=value (repeatable).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log details to stderr too.")]
+
+
+def _load(config: Path | None, preset: str | None, overrides: list[str] | None):
+    from .config import load_config
+
+    if config is None and preset is None:
+        preset = "quickstart"
+    return load_config(config, preset=preset, overrides=overrides or [])
+
+
+def _quiet(q: bool) -> None:
+    from .progress import set_quiet
+
+    if q:
+        set_quiet(True)
+
+
+def _print_result(result) -> None:
+    print()
+    print(result.table_markdown, end="")
+    print(f"run directory: {result.run_dir}")
+    print(f"report: {result.html}")
+
+
+@app.command()
+def run(config: ConfigArg = None, preset: PresetOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+        verbose: VerboseOpt = False) -> None:
+    """Run T eva iterations of one config (resumes if the run directory exists)."""
+    from .ablation import run_study
+    from .config import ArmSpec
+
+    _quiet(quiet)
+    cfg = _load(config, preset, set_)
+    arm = ArmSpec(name="eva" if cfg.creator.enabled else "no-creator", description="this config")
+    result = run_study(cfg, arms=[arm], seeds=1, verbose=verbose, single=True)
+    _print_result(result)
+    _print_checkpoints(result.run_dir)
+
+
+def _print_checkpoints(run_dir: str) -> None:
+    import json
+
+    from .store import RunStore
+
+    with RunStore(run_dir, readonly=True) as store:
+        study = json.loads(store.get_meta("study") or "{}")
+    for name, arm in study.get("arms", {}).items():
+        for seed, entry in arm.get("seeds", {}).items():
+            if entry.get("checkpoints"):
+                print(f"trained checkpoint ({name}, seed {seed}): {entry['checkpoints'][-1]}")
+    print(f"run store: {Path(run_dir) / 'run.db'}")
+
+
+@app.command()
+def ablate(
+    config: ConfigArg = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    arm: Annotated[Optional[list[str]], typer.Option("--arm", help="Run only this arm (repeatable).")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per arm.")] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the ablation study: every arm from one start, then the table, plots and report."""
+    from .ablation import resolve_arms, run_study
+
+    _quiet(quiet)
+    cfg = _load(config, preset, set_)
+    result = run_study(cfg, arms=resolve_arms(cfg, arm), seeds=seeds, verbose=verbose)
+    _print_result(result)
+
+
+@app.command(name="eval")
+def eval_(
+    model: Annotated[str, typer.Option("--model", help="Model: built-in name, checkpoint directory or hub id.")],
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Baseline model (default: the model "
+                                                    "itself, resampled with another seed).")] = None,
+    baseline_answers: Annotated[Optional[Path], typer.Option(
+        "--baseline-answers", help="Reference answers: AlpacaEval JSON or Arena-Hard answer JSONL.")] = None,
+    config: ConfigArg = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory for answers and judgments.")] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Evaluate a model against a baseline: win rate (both orders, CI, LC) and average score."""
+    from .evalcmd import evaluate_models
+
+    _quiet(quiet)
+    cfg = _load(config, preset, set_)
+    evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers, out_dir=out, verbose=verbose)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Rebuild the tables, plots and HTML report from a run's store."""
+    from .report import build_report
+    from .store import RunStore
+
+    if not (run_dir / "run.db").is_file():
+        raise EvalignError(f"{run_dir} is not an evalign run directory (no run.db)")
+    with RunStore(run_dir) as store:
+        result = build_report(store)
+    _print_result(result)
+
+
+@app.command()
+def models(
+    prepare: Annotated[bool, typer.Option("--prepare", help="Assemble and verify the built-in GGUFs.")] = False,
+    materialize: Annotated[bool, typer.Option("--materialize", help="Also dequantize them into HF checkpoints "
+                                              "(needed for transformers/TRL).")] = False,
+    name: Annotated[Optional[list[str]], typer.Option("--name", help="Only this built-in model.")] = None,
+) -> None:
+    """List the built-in models and their state; prepare them ahead of a run."""
+    from . import models as m
+    from .progress import console
+
+    names = name or list(m.BUILTIN_MODELS)
+    for n in names:
+        if n not in m.BUILTIN_MODELS:
+            raise EvalignError(f"unknown built-in model '{n}'; built-in: {', '.join(m.BUILTIN_MODELS)}")
+        if prepare or materialize:
+            console.print(f"preparing {n} ...", highlight=False)
+            m.gguf_path(n)
+        if materialize:
+            m.materialize(n)
+    from rich.table import Table
+
+    table = Table(title="built-in models")
+    for col in ("name", "role", "package", "assembled", "materialized", "size on disk"):
+        table.add_column(col)
+    for row in m.builtin_status():
+        size = (row["gguf_bytes"] + row["hf_bytes"]) / 1e6
+        table.add_row(row["name"], row["role"], "yes" if row["installed"] else "no",
+                      "yes" if row["assembled"] else "no", "yes" if row["materialized"] else "no", f"{size:.0f} MB")
+    console.print(table)
+    console.print(f"cache: {m.cache_dir()}", highlight=False)
+
+
+@app.command(name="judge-check")
+def judge_check(
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge or reward model (default: eval.judge).")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Backend of --judge.")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="pairwise | pointwise | pairwise_anchor | classifier | all")] = "all",
+    labeled: Annotated[Optional[Path], typer.Option("--labeled", help="Labeled pairs JSONL (default: built-in).")] = None,
+    mt_judgments: Annotated[Optional[Path], typer.Option("--mt-judgments", help="MT-Bench model_judgment file.")] = None,
+    mt_answers: Annotated[Optional[Path], typer.Option("--mt-answers", help="MT-Bench model_answer directory.")] = None,
+    mt_questions: Annotated[Optional[Path], typer.Option("--mt-questions", help="MT-Bench question.jsonl.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use the first N labeled pairs.")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Judge variant (repeatable).")] = None,
+    config: ConfigArg = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to cache judgments and write results.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure a judge or reward model on labeled pairs: accuracy, position bias, agreement, speed."""
+    from .judgecheck import run_judge_check
+
+    _quiet(quiet)
+    cfg = _load(config, preset, set_)
+    run_judge_check(cfg, judge=judge, backend=backend, kind=kind, labeled=labeled, mt_judgments=mt_judgments,
+                    mt_answers=mt_answers, mt_questions=mt_questions, limit=limit, variants=variant, out=out)
+
+
+@app.command()
+def config(config: ConfigArg = None, preset: PresetOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved config (after preset, file and --set)."""
+    print(_load(config, preset, set_).to_yaml(), end="")
+
+
+@app.command()
+def presets() -> None:
+    """List the configs shipped with evalign."""
+    from .config import preset_names
+
+    for name in preset_names():
+        print(name)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EvalignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

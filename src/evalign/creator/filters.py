@@ -1,0 +1,244 @@
+"""Elimination filter for evolved prompts: drop what the creator got wrong before the solver
+spends generations, rewards and training on it.
+
+Checks run in the order of ``FILTER_REASONS``; the first failure is the recorded reason.
+With ``cfg.enabled`` false (the authors' setup, which filters nothing) only ``empty`` is
+checked: an unusable creator output is not a prompt at all.
+
+``answers_prompt`` is deliberately conservative (a false drop loses a good prompt, a false
+keep costs one noisy pair): it fires on answer-style openings ("Sure, ...", "As an AI ...",
+"To find X, we need to ...") or on a long text with no question mark, no imperative
+sentence and no request phrase.
+
+Similarity is the Jaccard index of word 3-gram sets of the normalised text (lowercase,
+punctuation removed, whitespace collapsed; a text under three words is one shingle). Pool
+and evaluation prompts go in MinHash LSH indexes (datasketch, 128 permutations, fixed seed)
+so a 100k-prompt pool is searched without comparing every pair. Its bands are chosen so a
+pair at exactly the threshold is found with probability >= ``LSH_RECALL`` (datasketch's own
+choice finds one there less than half the time); candidates are confirmed with
+the exact Jaccard, and an exact duplicate of the normalised text always counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from datasketch import MinHash, MinHashLSH
+
+from ..config import FilterConfig
+from .templates import TEMPLATE_MARKERS
+
+EMPTY = "empty"
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+COPIES_TEMPLATE = "copies_template"
+ANSWERS_PROMPT = "answers_prompt"
+DUPLICATE_PARENT = "duplicate_parent"
+DUPLICATE_POOL = "duplicate_pool"
+CONTAMINATED = "contaminated"
+FILTER_REASONS = (
+    EMPTY,
+    TOO_SHORT,
+    TOO_LONG,
+    COPIES_TEMPLATE,
+    ANSWERS_PROMPT,
+    DUPLICATE_PARENT,
+    DUPLICATE_POOL,
+    CONTAMINATED,
+)
+
+NUM_PERM = 128
+MINHASH_SEED = 1
+LSH_RECALL = 0.99
+LONG_ANSWER_WORDS = 60
+
+
+@dataclass(frozen=True)
+class FilterDecision:
+    kept: bool
+    reason: str | None = None  # one of FILTER_REASONS when dropped
+
+
+# ------------------------------------------------------------------------------ similarity
+
+
+def normalize(text: str) -> str:
+    text = re.sub(r"[^\w\s]", "", text.lower())
+    return " ".join(text.split())
+
+
+def shingles(normalized: str) -> frozenset[str]:
+    words = normalized.split()
+    if len(words) < 3:
+        return frozenset([" ".join(words)]) if words else frozenset()
+    return frozenset(" ".join(words[i : i + 3]) for i in range(len(words) - 2))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def similarity(x: str, y: str) -> float:
+    """Word 3-gram Jaccard of two texts after normalisation."""
+    return jaccard(shingles(normalize(x)), shingles(normalize(y)))
+
+
+def lsh_params(threshold: float, num_perm: int = NUM_PERM, recall: float = LSH_RECALL) -> tuple[int, int]:
+    """(bands, rows): the most rows per band (fewest false candidates) that still finds a
+    pair of Jaccard ``threshold`` with probability >= ``recall``."""
+    for rows in range(num_perm // 2, 0, -1):
+        bands = num_perm // rows
+        if 1 - (1 - threshold**rows) ** bands >= recall:
+            return bands, rows
+    return num_perm, 1
+
+
+def _minhash(sh: frozenset[str]) -> MinHash:
+    m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
+    m.update_batch([s.encode("utf-8") for s in sh])
+    return m
+
+
+class NearDuplicateIndex:
+    """Answers "does an indexed text have Jaccard >= threshold with this one?" at scale."""
+
+    def __init__(self, threshold: float, texts: Iterable[str] = ()) -> None:
+        self.threshold = threshold
+        self._lsh = MinHashLSH(num_perm=NUM_PERM, params=lsh_params(threshold))
+        self._shingles: list[frozenset[str]] = []
+        self._exact: set[str] = set()
+        prepared = [(n, shingles(n)) for n in map(normalize, texts)]
+        prepared = [(n, sh) for n, sh in prepared if sh]
+        hashes = MinHash.bulk(
+            [[s.encode("utf-8") for s in sh] for _, sh in prepared], num_perm=NUM_PERM, seed=MINHASH_SEED
+        )
+        for (n, sh), mh in zip(prepared, hashes):
+            self._insert(n, sh, mh)
+
+    def _insert(self, normalized: str, sh: frozenset[str], mh: MinHash) -> None:
+        self._exact.add(normalized)
+        self._lsh.insert(len(self._shingles), mh)
+        self._shingles.append(sh)
+
+    def add(self, text: str) -> None:
+        n = normalize(text)
+        sh = shingles(n)
+        if sh:
+            self._insert(n, sh, _minhash(sh))
+
+    def contains_near(self, text: str) -> bool:
+        n = normalize(text)
+        if n in self._exact:
+            return True
+        sh = shingles(n)
+        if not sh or not self._shingles:
+            return False
+        return any(jaccard(sh, self._shingles[k]) >= self.threshold for k in self._lsh.query(_minhash(sh)))
+
+
+# ------------------------------------------------------------------------------ answers
+
+_ANSWER_OPENING = re.compile(
+    r"^\W*(?:(?:sure|certainly|of course|absolutely)\s*[,!.:]"
+    r"|here(?:'s|’s| is) (?:the |my |an? )?(?:answer|response|solution)\b"
+    r"|as an ai\b|as a(?:n ai)? language model\b"
+    r"|to \w+[^.?!\n]{0,100}?,\s*we (?:need|have) to\b"  # "To determine X, we need to ..."
+    r"|i(?:'m|’m| am) sorry,? but\b|i can(?:not|'t|’t) (?:help|assist|comply|do that)\b)",
+    re.I,
+)
+_IMPERATIVES = frozenset(
+    """write explain describe create list give compose design compare summarize summarise
+    translate calculate compute analyze analyse draft generate suggest provide outline plan
+    find solve implement build develop evaluate identify propose recommend rewrite edit prove
+    show tell help imagine discuss classify convert estimate make name define construct derive
+    argue critique review debug fix optimize optimise predict rank sort choose decide determine
+    brainstorm prepare produce illustrate elaborate answer assess consider include use avoid
+    keep ensure focus format add start end act pretend assume""".split()
+)
+_REQUEST_CUES = re.compile(
+    r"\b(?:please|can you|could you|would you|will you|i need|i want|i'd like|i would like|"
+    r"help me|your task|you are an?|act as|let's|let us)\b",
+    re.I,
+)
+
+
+def _is_request(text: str) -> bool:
+    if "?" in text or _REQUEST_CUES.search(text):
+        return True
+    for sentence in re.split(r"(?<=[.!:;])\s+|\n+", text):
+        words = re.sub(r"^[\s\-*•\d.)#]+", "", sentence).split(maxsplit=1)
+        if words and words[0].lower().strip(",") in _IMPERATIVES:
+            return True
+    return False
+
+
+def answers_prompt(text: str) -> bool:
+    """True when ``text`` reads as an answer to a prompt rather than a prompt."""
+    if _ANSWER_OPENING.match(text):
+        return True
+    return len(text.split()) >= LONG_ANSWER_WORDS and not _is_request(text)
+
+
+def copies_template(text: str) -> bool:
+    low = text.lower()
+    return any(marker in low for marker in TEMPLATE_MARKERS)
+
+
+# ------------------------------------------------------------------------------ filter
+
+
+def _first_failure(
+    text: str,
+    parent: str,
+    pool: NearDuplicateIndex,
+    evals: NearDuplicateIndex | None,
+    cfg: FilterConfig,
+) -> str | None:
+    if not text:
+        return EMPTY
+    if not cfg.enabled:
+        return None
+    if len(text) < cfg.min_chars:
+        return TOO_SHORT
+    if len(text) > cfg.max_chars:
+        return TOO_LONG
+    if copies_template(text):
+        return COPIES_TEMPLATE
+    if answers_prompt(text):
+        return ANSWERS_PROMPT
+    if normalize(text) == normalize(parent) or similarity(text, parent) >= cfg.dedup_threshold:
+        return DUPLICATE_PARENT
+    if pool.contains_near(text):
+        return DUPLICATE_POOL
+    if evals is not None and evals.contains_near(text):
+        return CONTAMINATED
+    return None
+
+
+def filter_evolved(
+    candidates: Sequence[str],
+    parents: Sequence[str],
+    pool: Sequence[str],
+    eval_prompts: Sequence[str],
+    cfg: FilterConfig,
+) -> list[FilterDecision]:
+    """One decision per candidate (``parents[i]`` is the text candidate i was made from).
+
+    Kept candidates join the pool index as they are accepted, so the second of two
+    near-identical new prompts is dropped as ``duplicate_pool``.
+    """
+    if len(candidates) != len(parents):
+        raise ValueError(f"{len(candidates)} candidates but {len(parents)} parents; pass one parent per candidate")
+    pool_index = NearDuplicateIndex(cfg.dedup_threshold, pool)
+    eval_index = NearDuplicateIndex(cfg.decontamination_threshold, eval_prompts) if cfg.decontaminate else None
+    decisions = []
+    for text, parent in zip(candidates, parents):
+        text = text.strip()
+        reason = _first_failure(text, parent, pool_index, eval_index, cfg)
+        if reason is None:
+            pool_index.add(text)
+        decisions.append(FilterDecision(reason is None, reason))
+    return decisions

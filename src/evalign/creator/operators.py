@@ -1,0 +1,326 @@
+"""Evolving operators: an LLM task (template + parser) that turns sampled prompts into new ones.
+
+* ``evol_instruct`` (default, WizardLM; what eva runs through distilabel): each round applies
+  one of five mutations, drawn uniformly and seeded per parent and round, to the previous
+  round's result. Every round is kept, so ``num_evolutions`` rounds give a lineage chain
+  seed -> round 1 -> ... -> round m.
+* ``evol_complexity`` (Deita): the same, with the four in-depth mutations only.
+* ``evol_quality``: Deita's EvolQuality rewrites *responses* to be more helpful, relevant,
+  deep, creative or detailed. eva evolves prompts, so here the prompt is rewritten so that a
+  good *answer* to it must have that quality; one aspect is drawn per round and rounds chain
+  as in ``evol_instruct``.
+* ``self_instruct``: one call per sampled prompt asks for ``num_evolutions`` new, varied
+  queries inspired by it (a numbered list); each becomes a prompt of depth 1.
+
+A round whose output is unusable (empty after parsing, or cut off by ``max_new_tokens``)
+is returned with empty text, for the filter to count, and ends its chain: later rounds would
+only rewrite junk. Every result carries the hash of its exact template plus
+``OPERATOR_VERSION``, so a changed template never passes for the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backends.base import LLM, Conversation, GenParams
+from . import templates as T
+
+OPERATOR_VERSION = "evalign-operators-1"
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A sampled prompt: its store id and text."""
+
+    id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Evolved:
+    """One new prompt and how it was made.
+
+    ``key`` is local to one ``evolve`` call (its position in the returned list). A chain's
+    round r > 1 has ``parent_key`` = the key of round r − 1 and ``parent_id`` None; round 1
+    (and every ``self_instruct`` prompt) has ``parent_key`` None and ``parent_id`` = the
+    ``Parent.id``. ``root_id`` is always the sampled prompt's id.
+    """
+
+    key: int
+    parent_key: int | None
+    parent_id: int | None
+    root_id: int
+    text: str  # "" when the output was unusable
+    raw: str
+    round: int
+    mutation: str
+    operator: str
+    template_hash: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A name, its templates by mutation, and whether rounds chain (else: one list call)."""
+
+    name: str
+    templates: Mapping[str, str]
+    chained: bool
+    hashes: Mapping[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        hashes = {m: template_hash(self.name, t) for m, t in self.templates.items()}
+        object.__setattr__(self, "hashes", hashes)
+
+
+def template_hash(operator: str, template: str) -> str:
+    """First 12 hex chars of sha256 over the operator version, name and template text."""
+    blob = f"{OPERATOR_VERSION}\n{operator}\n{template}".encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _rewrites(tasks: Mapping[str, str]) -> dict[str, str]:
+    return {m: T.rewrite_template(task) for m, task in tasks.items()}
+
+
+OPERATORS: dict[str, Operator] = {
+    op.name: op
+    for op in (
+        Operator("evol_instruct", _rewrites({**T.IN_DEPTH, **T.IN_BREADTH}), chained=True),
+        Operator("evol_complexity", _rewrites(T.IN_DEPTH), chained=True),
+        Operator("evol_quality", _rewrites(T.QUALITY), chained=True),
+        Operator("self_instruct", {"new_queries": T.NEW_QUERIES}, chained=False),
+    )
+}
+
+
+def get_operator(name: str) -> Operator:
+    try:
+        return OPERATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown evolving operator {name!r}; choose one of: {', '.join(OPERATORS)}") from None
+
+
+# ------------------------------------------------------------------------------ prompts
+
+
+def _as_data(text: str) -> str:
+    """The prompt with any copy of the delimiting tags defused, so it cannot close them."""
+    return re.sub(r"<(/?)\s*prompt\s*>", r"<\1 prompt >", text, flags=re.I)
+
+
+def render(template: str, prompt: str, n: int | None = None) -> Conversation:
+    """The one-message conversation asking the creator to apply ``template`` to ``prompt``."""
+    if n is not None:
+        template = template.replace("{n}", str(n))
+    return [{"role": "user", "content": template.replace("{prompt}", _as_data(prompt))}]
+
+
+def _seed(*parts: object) -> int:
+    """A 63-bit seed that is a pure function of its parts."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def pick_mutation(op: Operator, seed: int, parent_id: int, round_: int) -> str:
+    """Uniform over the operator's mutations, seeded per (seed, parent, round)."""
+    names = list(op.templates)
+    rng = np.random.default_rng(_seed(seed, op.name, parent_id, round_))
+    return names[int(rng.integers(len(names)))]
+
+
+# ------------------------------------------------------------------------------ parsing
+
+_PROMPT_MARKER = re.compile(r"#[^#\n]{0,40}prompt\s*#\s*:?", re.I)  # "#Rewritten Prompt#:"
+_KINDS = r"(?:prompt|instruction|query|request|question|version|rewrite)s?"
+_PREAMBLES = [
+    re.compile(p, re.I)
+    for p in (
+        # "Sure! Here's the rewritten prompt:", "Here is a more complex version of the prompt:"
+        rf"^(?:(?:sure|certainly|of course|okay|ok|absolutely)\s*[,!.]?\s*)?"
+        rf"here(?:'s|’s| is| are)\b[^\n:]{{0,80}}?\b{_KINDS}\b[^\n:]{{0,40}}:",
+        # "**Rewritten prompt:**", "New prompt:", "Prompt:"
+        rf"^\**\s*(?:the\s+)?(?:(?:new|rewritten|revised|improved|evolved|created|updated|final)\s+)?"
+        rf"{_KINDS}\s*\**\s*:\s*\**",
+    )
+]
+_FENCED = re.compile(r"^```[\w+-]*\n(.*?)\n?```$", re.S)
+_WRAPPING_TAG = re.compile(r"^<([A-Za-z][\w-]*)>(.*)</\1>$", re.S)  # <dialog>...</dialog>
+_OPEN_TAG = re.compile(r"^<\s*[\w -]*prompt[\w -]*>", re.I)
+_CLOSE_TAG = re.compile(r"</\s*[\w -]*prompt[\w -]*>$", re.I)
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
+_TRAILING_NOTE = re.compile(
+    r"^\(?\s*(?:note|explanation|changes|rationale)\b|^(?:this|the|in this) (?:new |rewritten |revised |updated )?"
+    r"(?:prompt|version)\b|^i (?:have |'ve )?(?:added|made|changed|rewrote)\b",
+    re.I,
+)
+
+
+def _unquote(text: str) -> str:
+    close = _QUOTES.get(text[:1])
+    if close is None or len(text) < 2 or text[-1] != close:
+        return text
+    inner = text[1:-1]
+    # a quote char inside that is not an apostrophe (letter'letter) means it is not one quote
+    if re.search(rf"(?<!\w){re.escape(close)}|{re.escape(close)}(?!\w)", inner):
+        return text
+    return inner
+
+
+def _drop_trailing_notes(text: str) -> str:
+    paragraphs = re.split(r"\n\s*\n", text)
+    while len(paragraphs) > 1 and _TRAILING_NOTE.match(paragraphs[-1].strip().lstrip("*_-— ")):
+        paragraphs.pop()
+    return "\n\n".join(paragraphs)
+
+
+def _strip_once(text: str) -> str:
+    markers = list(_PROMPT_MARKER.finditer(text))
+    if markers:  # as distilabel: keep what follows the last "...Prompt#:" marker
+        text = text[markers[-1].end() :]
+    text = text.strip()
+    for pattern in _PREAMBLES:
+        text = pattern.sub("", text, count=1).strip()
+    fenced = _FENCED.match(text)
+    if fenced:
+        text = fenced.group(1)
+    wrapped = _WRAPPING_TAG.match(text.strip())
+    if wrapped:
+        text = wrapped.group(2)
+    text = _CLOSE_TAG.sub("", _OPEN_TAG.sub("", text.strip()).strip()).strip()
+    if text.startswith("**") and text.endswith("**") and text.count("**") == 2:
+        text = text[2:-2]
+    return _drop_trailing_notes(_unquote(text.strip())).strip()
+
+
+def parse_prompt(raw: str) -> str:
+    """The new prompt in a creator's reply: preambles ("Here is the rewritten prompt:",
+    "#Rewritten Prompt#:"), surrounding quotes, tags, fences and trailing notes removed;
+    "" when nothing usable is left."""
+    text, previous = raw.strip(), None
+    while text != previous:
+        previous, text = text, _strip_once(text)
+    return text if re.search(r"[^\W_]", text) else ""
+
+
+_ITEM = re.compile(r"^\s*(?:\*\*)?\(?\d{1,2}[.):](?:\*\*)?\s+(.*)$")
+
+
+def parse_numbered_list(raw: str) -> list[str]:
+    """Items of a numbered list, each parsed like a prompt. Text before the first item and
+    chatter after a blank line are dropped; other unnumbered lines continue the item."""
+    items: list[list[str]] = []
+    current: list[str] | None = None
+    blank = False
+    for line in raw.splitlines():
+        m = _ITEM.match(line)
+        if m:
+            current = [m.group(1)]
+            items.append(current)
+        elif not line.strip():
+            blank = True
+            continue
+        elif current is not None and not blank:
+            current.append(line.strip())
+        else:
+            current = None  # preamble, or chatter after the list
+        blank = False
+    return [parse_prompt("\n".join(lines)) for lines in items]
+
+
+# ------------------------------------------------------------------------------ evolve
+
+
+def _chained(
+    parents: Sequence[Parent], llm: LLM, op: Operator, rounds: int, params: GenParams, seed: int
+) -> list[Evolved]:
+    out: list[Evolved] = []
+    # (root, text to evolve, its key or None for the root itself)
+    live: list[tuple[Parent, str, int | None]] = [(p, p.text, None) for p in parents]
+    for rnd in range(1, rounds + 1):
+        if not live:
+            break
+        round_seed = _seed(seed, op.name, rnd)
+        picks = [pick_mutation(op, seed, root.id, rnd) for root, _, _ in live]
+        convs = [render(op.templates[m], text) for (_, text, _), m in zip(live, picks)]
+        gens = llm.generate(convs, params, [round_seed])
+        nxt = []
+        for (root, _, pkey), mutation, row in zip(live, picks, gens):
+            gen = row[0]
+            text = parse_prompt(gen.text) if gen.finish_reason != "length" else ""
+            ev = Evolved(
+                key=len(out),
+                parent_key=pkey,
+                parent_id=root.id if pkey is None else None,
+                root_id=root.id,
+                text=text,
+                raw=gen.text,
+                round=rnd,
+                mutation=mutation,
+                operator=op.name,
+                template_hash=op.hashes[mutation],
+                seed=round_seed,
+            )
+            out.append(ev)
+            if text:
+                nxt.append((root, text, ev.key))
+        live = nxt
+    return out
+
+
+def _self_instruct(
+    parents: Sequence[Parent], llm: LLM, op: Operator, n: int, params: GenParams, seed: int
+) -> list[Evolved]:
+    [(mutation, template)] = op.templates.items()
+    round_seed = _seed(seed, op.name, 1)
+    gens = llm.generate([render(template, p.text, n) for p in parents], params, [round_seed])
+    out: list[Evolved] = []
+    for parent, row in zip(parents, gens):
+        gen = row[0]
+        texts = parse_numbered_list(gen.text)
+        if gen.finish_reason == "length":
+            texts = texts[:-1]  # the last item was cut off
+        for text in texts[:n] or [""]:
+            out.append(
+                Evolved(
+                    key=len(out),
+                    parent_key=None,
+                    parent_id=parent.id,
+                    root_id=parent.id,
+                    text=text,
+                    raw=gen.text,
+                    round=1,
+                    mutation=mutation,
+                    operator=op.name,
+                    template_hash=op.hashes[mutation],
+                    seed=round_seed,
+                )
+            )
+    return out
+
+
+def evolve(
+    parents: Sequence[Parent],
+    llm: LLM,
+    operator: str,
+    num_evolutions: int,
+    params: GenParams,
+    seed: int,
+) -> list[Evolved]:
+    """New prompts from ``parents``, in a deterministic order (round, then parent).
+
+    Each round is one batched ``llm.generate`` call with one seed; the backend mixes it with
+    each conversation, so a parent's result does not depend on the rest of the batch.
+    """
+    op = get_operator(operator)
+    if num_evolutions < 1:
+        raise ValueError(f"num_evolutions must be >= 1, got {num_evolutions}")
+    if not parents:
+        return []
+    run = _chained if op.chained else _self_instruct
+    return run(parents, llm, op, num_evolutions, params, seed)

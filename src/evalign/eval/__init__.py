@@ -1,0 +1,1 @@
+"""Evaluation: win rates, average scores, statistics and benchmark formats."""

@@ -1,0 +1,87 @@
+"""Evaluation sets: the built-in ones and the official benchmark files.
+
+Win-rate prompts come from ``builtin:eval`` (96 single-turn prompts over MT-Bench's eight
+categories, written for the project), a JSONL with ``id``/``prompt``, an Arena-Hard
+``question.jsonl`` (v0.1 or v2.0) or an AlpacaEval JSON list (``instruction``). Two-turn
+questions come from ``builtin:mt`` (48 questions, references for math, reasoning and coding)
+or an MT-Bench ``question.jsonl`` plus its reference-answer file.
+
+A ``limit`` takes items round-robin over categories, so a small quickstart still covers
+every category instead of the first one or two.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import InputError
+from ..prompts import builtin_path
+from . import formats
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    id: str
+    category: str | None
+    prompt: str
+
+
+def spread(items: Sequence[T], limit: int | None, category=lambda x: x.category) -> list[T]:
+    """The first ``limit`` items taken round-robin over categories (file order within each)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    groups: dict[str | None, list[T]] = defaultdict(list)
+    for it in items:
+        groups[category(it)].append(it)
+    out: list[T] = []
+    queues = list(groups.values())
+    while len(out) < limit:
+        for q in queues:
+            if q and len(out) < limit:
+                out.append(q.pop(0))
+    return out
+
+
+def load_winrate_prompts(source: str, limit: int | None = None) -> list[EvalPrompt]:
+    if source == "builtin:eval":
+        path = builtin_path("eval_prompts.jsonl")
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise InputError(f"win-rate prompt file '{source}' not found; use builtin:eval or a .jsonl/.json file")
+    if path.suffix == ".json":  # AlpacaEval
+        rows = formats.load_alpaca(path)
+        items = [EvalPrompt(f"alpaca-{i}", r.get("dataset"), r["instruction"]) for i, r in enumerate(rows, 1)]
+    else:
+        first = next((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), {})
+        if "turns" in first or "uid" in first:  # Arena-Hard question.jsonl
+            items = [EvalPrompt(str(q.question_id), q.category, q.prompt) for q in formats.load_arena_questions(path)]
+        else:
+            rows = formats.read_jsonl(path, lambda r: (str(r.get("id", "")), r.get("category"), formats.field(r, "prompt")),
+                                      "win-rate prompt (id, prompt)")
+            items = [EvalPrompt(rid or f"p{i}", cat, text) for i, (rid, cat, text) in enumerate(rows, 1)]
+    if not items:
+        raise InputError(f"{path}: no evaluation prompts; add some")
+    return spread(items, limit)
+
+
+def load_mt_questions(source: str, references: str | None = None, limit: int | None = None) -> list[formats.MTQuestion]:
+    path = builtin_path("mt_questions.jsonl") if source == "builtin:mt" else Path(source).expanduser()
+    if not path.is_file():
+        raise InputError(f"MT question file '{source}' not found; use builtin:mt or an MT-Bench question.jsonl")
+    questions = formats.load_mt_questions(path)
+    if references:
+        refs = formats.load_mt_references(references)
+        for q in questions:
+            if q.reference is None and q.question_id in refs:
+                q.reference = refs[q.question_id]
+    if not questions:
+        raise InputError(f"{path}: no questions; add some")
+    return spread(questions, limit)

@@ -1,0 +1,98 @@
+"""Win rate of a model against a baseline, judged pairwise in both orders.
+
+Each prompt is judged twice, with the model's answer first and then second. The per-prompt
+outcome is the model's win probability averaged over the two orders (ties and split
+verdicts count half), so a judge that always prefers the first answer yields exactly 50%.
+Discrete counts follow Arena-Hard: a win needs both orders to agree, a loss likewise, and
+anything else is a tie. The length-controlled rate regresses out the answer-length
+difference (AlpacaEval 2.0's idea). Prompts whose verdicts could not be parsed in either
+order are counted and left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..judging import Judge, PairItem
+from . import stats
+
+
+@dataclass
+class WinRate:
+    estimate: stats.Estimate | None
+    lc: stats.Estimate | None
+    outcomes: list[float | None]
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    parse_failures: int = 0
+    first_position_rate: float | None = None
+    lengths_model: list[int] = field(default_factory=list)
+    lengths_baseline: list[int] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return sum(o is not None for o in self.outcomes)
+
+    def as_dict(self) -> dict:
+        def est(e):
+            return None if e is None else {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
+
+        return {"win_rate": est(self.estimate), "lc_win_rate": est(self.lc), "wins": self.wins, "ties": self.ties,
+                "losses": self.losses, "parse_failures": self.parse_failures,
+                "first_position_rate": self.first_position_rate, "outcomes": self.outcomes,
+                "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline}
+
+
+def judge_win_rate(
+    judge: Judge,
+    questions: Sequence[str],
+    model_answers: Sequence[str],
+    baseline_answers: Sequence[str],
+    *,
+    references: Sequence[str | None] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    description: str = "judging win rate",
+) -> WinRate:
+    refs = references or [None] * len(questions)
+    items = []
+    for q, m, b, r in zip(questions, model_answers, baseline_answers, refs):
+        items += [PairItem(q, m, b, r), PairItem(q, b, m, r)]
+    verdicts = judge.compare(items, description=description)
+    outcomes: list[float | None] = []
+    wins = ties = losses = failures = first = judged = 0
+    for i in range(len(questions)):
+        v1, v2 = verdicts[2 * i], verdicts[2 * i + 1]  # model first, model second
+        ps = []
+        if v1.p_a is not None:
+            ps.append(v1.p_a)
+            first += v1.p_a > 0.5
+            judged += 1
+        if v2.p_a is not None:
+            ps.append(1.0 - v2.p_a)
+            first += v2.p_a > 0.5
+            judged += 1
+        failures += int(v1.parse_failed) + int(v2.parse_failed)
+        if not ps:
+            outcomes.append(None)
+            continue
+        outcomes.append(sum(ps) / len(ps))
+        if len(ps) == 2 and ps[0] > 0.5 and ps[1] > 0.5:
+            wins += 1
+        elif len(ps) == 2 and ps[0] < 0.5 and ps[1] < 0.5:
+            losses += 1
+        else:
+            ties += 1
+    valid = [i for i, o in enumerate(outcomes) if o is not None]
+    lm = [len(a) for a in model_answers]
+    lb = [len(a) for a in baseline_answers]
+    est = lc = None
+    if valid:
+        ys = [outcomes[i] for i in valid]
+        est = stats.win_rate(ys, n_boot=n_boot, seed=seed)
+        lc = stats.length_controlled_win_rate(ys, [lm[i] for i in valid], [lb[i] for i in valid],
+                                              n_boot=min(n_boot, 1000), seed=seed)
+    return WinRate(est, lc, outcomes, wins, ties, losses, failures,
+                   first / judged if judged else None, lm, lb)

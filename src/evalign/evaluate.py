@@ -1,0 +1,105 @@
+"""Evaluation of policies on a run store: answers, win rates, average scores.
+
+The same code serves ``evalign eval`` (any model against any baseline), the loop's final
+evaluation and the ablation runner. Answers and judgments go through the store's caches, so
+re-evaluating costs no generation and no judge call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backends.base import GenParams
+from .config import Config, EvalConfig
+from .eval import formats
+from .eval.answers import answer_mt, answer_prompts
+from .eval.score import Scores, judge_scores
+from .eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts
+from .eval.winrate import WinRate, judge_win_rate
+from .judging import Judge
+from .modelpool import ModelPool
+from .store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answers:
+    model_id: str
+    winrate: list[str]
+    mt: list[list[str]]
+
+
+class Evaluator:
+    def __init__(self, cfg: EvalConfig, store: RunStore | None, pool: ModelPool, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.pool = pool
+        self.seed = cfg.seed + seed
+        self.prompts: list[EvalPrompt] = load_winrate_prompts(cfg.winrate_prompts, cfg.winrate_limit)
+        self.questions = load_mt_questions(cfg.mt_questions, cfg.mt_references, cfg.mt_limit)
+        self.params = GenParams.from_config(cfg.answer_sampling)
+        self._judge: Judge | None = None
+
+    @property
+    def judge(self) -> Judge:
+        if self._judge is None:
+            self._judge = Judge(self.pool.get(self.cfg.judge), mode=self.cfg.judge_mode, store=self.store,
+                                parse_retries=self.cfg.parse_retries,
+                                max_answer_tokens=self.cfg.max_judge_answer_tokens, seed=self.seed)
+        return self._judge
+
+    def texts(self) -> list[str]:
+        """Every evaluation prompt text (for decontaminating evolved prompts)."""
+        return [p.prompt for p in self.prompts] + [t for q in self.questions for t in q.turns]
+
+    def answers(self, llm, *, seed_offset: int = 0) -> Answers:
+        seed = self.seed + seed_offset
+        wr = answer_prompts(llm, self.prompts, self.params, seed, self.store) if self.prompts else []
+        mt = answer_mt(llm, self.questions, self.params, seed, self.store) if self.questions else []
+        return Answers(llm.model_id, wr, mt)
+
+    def win_rate(self, model: Answers, baseline: Answers, label: str = "") -> WinRate:
+        return judge_win_rate(self.judge, [p.prompt for p in self.prompts], model.winrate, baseline.winrate,
+                              n_boot=self.cfg.bootstrap_samples, seed=self.seed,
+                              description=f"judging {label or 'win rate'}")
+
+    def scores(self, model: Answers, label: str = "") -> Scores:
+        return judge_scores(self.judge, self.questions, model.mt, n_boot=self.cfg.bootstrap_samples,
+                            seed=self.seed, description=f"grading {label or 'answers'}")
+
+    def export(self, answers: Answers, out_dir: Path, name: str) -> dict[str, str]:
+        """Write the answers in MT-Bench, Arena-Hard and AlpacaEval formats."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "mt_bench": out_dir / f"{name}.mt_bench.jsonl",
+            "arena_hard": out_dir / f"{name}.arena_hard.jsonl",
+            "alpaca_eval": out_dir / f"{name}.alpaca_eval.json",
+        }
+        formats.export_mt_answers({q.question_id: a for q, a in zip(self.questions, answers.mt)}, name,
+                                  paths["mt_bench"])
+        formats.export_arena_answers({p.id: a for p, a in zip(self.prompts, answers.winrate)}, name,
+                                     paths["arena_hard"])
+        formats.export_alpaca_outputs({p.prompt: a for p, a in zip(self.prompts, answers.winrate)}, name,
+                                      paths["alpaca_eval"])
+        return {k: str(v) for k, v in paths.items()}
+
+
+def store_win_rate(store: RunStore, stage_key: str, arm: str, name: str, wr: WinRate) -> None:
+    e = wr.estimate
+    store.put_metric(stage_key, arm, name, e.value if e else None, e.ci_low if e else None,
+                     e.ci_high if e else None, wr.n, wr.as_dict())
+
+
+def store_scores(store: RunStore, stage_key: str, arm: str, name: str, sc: Scores) -> None:
+    e = sc.estimate
+    store.put_metric(stage_key, arm, name, e.value if e else None, e.ci_low if e else None,
+                     e.ci_high if e else None, e.n if e else 0, sc.as_dict())
+
+
+def load_metric_detail(row) -> dict[str, Any]:
+    return json.loads(row["detail"] or "{}")

@@ -1,0 +1,338 @@
+"""The eva loop: named stages, each keyed by a hash of its inputs, over one run store.
+
+One iteration of an arm::
+
+    generate -> reward -> informativeness -> sample -> evolve -> filter
+             -> generate (evolved) -> reward (evolved) -> pairs -> train
+
+With the creator off (the baseline arm, or iterations before ``creator.first_iteration``)
+it is ``generate -> reward -> pairs -> train`` on the original prompts.
+
+A stage's key hashes everything its outputs depend on (not the arm's name), so arms that
+ask for the same work share it, and a finished stage is never run again: rerunning the same
+command resumes at the first unfinished stage. Inside a stage, unit work (generations,
+rewards, judgments, creator calls) is cached as it completes, so a killed stage redoes only
+what was not yet committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import creator
+from .backends.base import GenParams
+from .config import Config
+from .generation import CachedLLM, cached_generate, user
+from .modelpool import ModelPool, spec_model_id
+from .progress import log_event, say
+from .prompts import load_prompts
+from .reward import RewardModel, build_reward_model
+from .solver.pairs import Pair, build_pairs, mix_pairs
+from .solver.train import train_preference
+from .store import RunStore, key_of, sha
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageUse:
+    """One stage an arm needed: computed now, or reused from an earlier run or arm."""
+
+    arm: str
+    iteration: int
+    name: str
+    key: str
+    reused: bool
+    seconds: float  # time spent now
+    original_seconds: float  # what computing it took
+    calls: int = 0  # creator/judge/policy calls made now
+
+
+@dataclass
+class ArmState:
+    name: str
+    policy_path: str
+    policy_id: str
+    checkpoints: list[str] = field(default_factory=list)
+    train_pairs: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def derived_seed(*parts: Any) -> int:
+    return int(key_of("seed", *parts)[:8], 16)
+
+
+class Runner:
+    """Runs arms of eva on one store, sharing models and stages between them."""
+
+    def __init__(self, base: Config, store: RunStore, pool: ModelPool, eval_prompts: list[str] | None = None) -> None:
+        self.base = base
+        self.store = store
+        self.pool = pool
+        self.eval_prompts = eval_prompts or []
+        self.uses: list[StageUse] = []
+        self._reward_models: dict[str, RewardModel] = {}
+
+    # ------------------------------------------------------------------ stage machinery
+
+    def stage(self, name: str, arm: str, iteration: int, inputs: dict[str, Any],
+              fn: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        key = key_of(name, inputs)
+        done = self.store.stage_outputs(key)
+        if done is not None:
+            self.uses.append(StageUse(arm, iteration, name, key, True, 0.0, done.get("_seconds", 0.0)))
+            log_event(log, "stage reused", stage=name, arm=arm, iteration=iteration, key=key)
+            return {**done, "_key": key}
+        self.store.begin_stage(key, name, arm, iteration)
+        t0 = time.perf_counter()
+        out = fn(key)
+        seconds = time.perf_counter() - t0
+        out["_seconds"] = seconds
+        self.store.finish_stage(key, out, seconds)
+        self.uses.append(StageUse(arm, iteration, name, key, False, seconds, seconds, int(out.get("calls", 0))))
+        log_event(log, "stage done", stage=name, arm=arm, iteration=iteration, key=key, seconds=round(seconds, 2))
+        return {**out, "_key": key}
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def seed_pool(self) -> list[int]:
+        cfg = self.base
+
+        def run(key: str) -> dict[str, Any]:
+            records = load_prompts(cfg.prompts, seed=cfg.run.seed)
+            ids = self.store.add_prompts([
+                {"uid": f"seed:{sha(r.text)}", "text": r.text, "origin": "seed", "source": r.source,
+                 "category": r.category, "iteration": 0, "depth": 0}
+                for r in records
+            ])
+            return {"prompt_ids": ids, "n": len(ids)}
+
+        out = self.stage("seed_pool", "*", 0, {"prompts": cfg.prompts.model_dump(mode="json"), "seed": cfg.run.seed}, run)
+        return list(out["prompt_ids"])
+
+    def reward_model(self, cfg: Config) -> RewardModel:
+        spec_key = json.dumps(cfg.solver.reward.model_dump(mode="json"), sort_keys=True)
+        if spec_key not in self._reward_models:
+            llm = None if cfg.solver.reward.kind == "classifier" else self.pool.get(cfg.solver.reward.model)
+            self._reward_models[spec_key] = build_reward_model(cfg.solver.reward, llm, self.store)
+        return self._reward_models[spec_key]
+
+    def base_policy(self, cfg: Config) -> tuple[str, str]:
+        """(weights path for training, policy id) of the starting policy."""
+        from . import models
+
+        return cfg.policy.model, spec_model_id(cfg.policy)
+
+    # ------------------------------------------------------------------ solver stages
+
+    def sample_and_score(self, cfg: Config, arm: str, it: int, state: ArmState, prompt_ids: list[int],
+                         label: str) -> tuple[list[list[str]], list[list[float]], str]:
+        """k responses per prompt from the current policy, and their rewards."""
+        texts = [r["text"] for r in self.store.prompts(prompt_ids)]
+        params = GenParams.from_config(cfg.solver.sampling)
+        seeds = [derived_seed(cfg.run.seed, "samples", it) + j for j in range(cfg.solver.num_samples)]
+        llm = self.pool.policy(cfg.policy, None if state.policy_path == cfg.policy.model else state.policy_path,
+                               state.policy_id)
+        convs = [user(t) for t in texts]
+        gen_inputs = {"policy": state.policy_id, "prompts": sha(json.dumps(prompt_ids)),
+                      "params": params.__dict__, "seeds": seeds}
+
+        def generate(key: str) -> dict[str, Any]:
+            _, new = cached_generate(self.store, llm, convs, params, seeds, description=f"sampling {label}")
+            return {"n_prompts": len(texts), "k": len(seeds), "calls": new}
+
+        g = self.stage(f"generate_{label}", arm, it, gen_inputs, generate)
+        responses = [[x.text for x in row] for row in cached_generate(self.store, llm, convs, params, seeds)[0]]
+        rm = self.reward_model(cfg)
+
+        def reward(key: str) -> dict[str, Any]:
+            scores = rm.score(texts, responses, self.store)
+            flat = [s for row in scores for s in row]
+            return {"n": len(flat), "mean": sum(flat) / max(1, len(flat)), "calls": len(flat)}
+
+        r = self.stage(f"reward_{label}", arm, it, {"generate": g["_key"], "reward": rm.reward_id}, reward)
+        rewards = rm.score(texts, responses, self.store)
+        gaps = creator.informativeness(rewards, "gap")
+        self.store.add_prompt_events(r["_key"], "reward_gap",
+                                     [(p, None if v != v else float(v), None) for p, v in zip(prompt_ids, gaps)])
+        return responses, rewards, r["_key"]
+
+    # ------------------------------------------------------------------ one arm
+
+    def run_arm(self, arm: str, cfg: Config) -> ArmState:
+        path, pid = self.base_policy(cfg)
+        state = ArmState(arm, path, pid)
+        seed_ids = self.seed_pool()
+        T = cfg.run.iterations
+        chunks = _split(seed_ids, T) if cfg.prompts.schedule == "split" else None
+        pool_ids = chunks[0] if chunks else seed_ids
+        for it in range(1, T + 1):
+            say(f"[bold]{arm}[/bold] iteration {it}/{T}: policy {state.policy_id}")
+            creator_on = cfg.creator.enabled and it >= cfg.creator.first_iteration
+            texts = [r["text"] for r in self.store.prompts(pool_ids)]
+            responses, rewards, reward_key = self.sample_and_score(cfg, arm, it, state, pool_ids, "pool")
+            original, ties = build_pairs(pool_ids, texts, responses, rewards, "original")
+            summary: dict[str, Any] = {"pool": len(pool_ids), "original_pairs": len(original), "original_ties": ties}
+            if creator_on:
+                evolved_pairs, next_ids, creator_summary = self.creator_step(
+                    cfg, arm, it, state, pool_ids, texts, rewards, reward_key)
+                summary.update(creator_summary)
+                pairs = mix_pairs(original, evolved_pairs, cfg.solver.mix_original, cfg.solver.mix_evolved,
+                                  derived_seed(cfg.run.seed, "mix", it))
+                mix_inputs = {"orig": reward_key, "evolved": creator_summary["reward_key"],
+                              "mix": [cfg.solver.mix_original, cfg.solver.mix_evolved], "seed": cfg.run.seed}
+            else:
+                pairs, next_ids = original, pool_ids
+                mix_inputs = {"orig": reward_key, "evolved": None, "seed": cfg.run.seed}
+            pairs_out = self.stage("pairs", arm, it, mix_inputs, lambda key: self._store_pairs(key, pairs))
+            if cfg.prompts.schedule == "evolve" and creator_on:
+                next_ids = sorted({p.prompt_id for p in pairs}) or pool_ids
+            summary["train_pairs"] = pairs_out["n"]
+            self.train_step(cfg, arm, it, state, pairs_out["_key"])
+            state.summary[f"iteration_{it}"] = summary
+            pool_ids = chunks[it] if chunks and it < len(chunks) else next_ids
+        self.pool.release_policy()
+        return state
+
+    def _store_pairs(self, key: str, pairs: list[Pair]) -> dict[str, Any]:
+        self.store.put_pairs(key, [p.as_row() for p in pairs])
+        return {"n": len(pairs), "by_source": dict(Counter(p.source for p in pairs))}
+
+    def creator_step(self, cfg: Config, arm: str, it: int, state: ArmState, pool_ids: list[int], texts: list[str],
+                     rewards: list[list[float]], reward_key: str) -> tuple[list[Pair], list[int], dict[str, Any]]:
+        cc = cfg.creator
+
+        def informativeness(key: str) -> dict[str, Any]:
+            values = creator.informativeness(rewards, cc.metric)
+            vals = [None if v != v else float(v) for v in values]  # NaN -> None
+            self.store.add_prompt_events(key, "informativeness", [(p, v, cc.metric) for p, v in zip(pool_ids, vals)])
+            return {"values": vals}
+
+        info = self.stage("informativeness", arm, it, {"reward": reward_key, "metric": cc.metric}, informativeness)
+        values = [float("nan") if v is None else v for v in info["values"]]
+
+        def sample(key: str) -> dict[str, Any]:
+            res = creator.sample_prompts(values, cc.sample_fraction, cc.sampler,
+                                         derived_seed(cfg.run.seed, "sample", it), strata=cc.strata)
+            for w in res.warnings:
+                log.warning("iteration %d: %s", it, w)
+            chosen = [pool_ids[i] for i in res.indices]
+            self.store.add_prompt_events(key, "sampled", [(pool_ids[i], values[i], cc.sampler) for i in res.indices])
+            return {"prompt_ids": chosen, "fallback": res.fallback, "warnings": list(res.warnings),
+                    "mean_info": sum(values[i] for i in res.indices) / max(1, len(res.indices))}
+
+        sampled = self.stage("sample", arm, it, {"info": info["_key"], "sampler": cc.sampler,
+                                                 "fraction": cc.sample_fraction, "strata": cc.strata,
+                                                 "seed": cfg.run.seed}, sample)
+        creator_llm = self.pool.get(cc.model)
+        params = GenParams.from_config(cc.sampling)
+
+        def evolve(key: str) -> dict[str, Any]:
+            parents = [creator.Parent(r["id"], r["text"]) for r in self.store.prompts(sampled["prompt_ids"])]
+            cached = CachedLLM(creator_llm, self.store, description=f"evolving ({cc.operator})")
+            evolved = creator.evolve(parents, cached, cc.operator, cc.num_evolutions, params,
+                                     derived_seed(cfg.run.seed, "evolve", it))
+            ids_by_key: dict[int, int] = {}
+            for e in sorted(evolved, key=lambda e: e.round):  # parents before children
+                parent_id = e.parent_id if e.parent_key is None else ids_by_key[e.parent_key]
+                [new_id] = self.store.add_prompts([{
+                    "uid": f"evolved:{key}:{e.key}", "text": e.text, "origin": "evolved", "parent_id": parent_id,
+                    "root_id": self._root(e.root_id), "iteration": it, "operator": e.operator,
+                    "mutation": e.mutation, "depth": e.round, "creator_model": creator_llm.model_id,
+                    "template_hash": e.template_hash, "seed": e.seed, "stage_key": key, "raw": e.raw,
+                }])
+                ids_by_key[e.key] = new_id
+            return {"prompt_ids": [ids_by_key[e.key] for e in evolved], "calls": cached.new_calls}
+
+        ev = self.stage("evolve", arm, it, {"sample": sampled["_key"], "operator": cc.operator,
+                                            "rounds": cc.num_evolutions, "creator": creator_llm.model_id,
+                                            "params": params.__dict__, "seed": cfg.run.seed}, evolve)
+
+        def filter_(key: str) -> dict[str, Any]:
+            rows = self.store.prompts(ev["prompt_ids"])
+            parents = {r["id"]: r for r in self.store.prompts({r["parent_id"] for r in rows})}
+            if cc.filter.enabled:
+                decisions = creator.filter_evolved([r["text"] for r in rows], [parents[r["parent_id"]]["text"] for r in rows],
+                                                   texts, self.eval_prompts, cc.filter)
+            else:  # the authors' setting: keep everything non-empty
+                decisions = [creator.FilterDecision(bool(r["text"].strip()), None if r["text"].strip() else "empty")
+                             for r in rows]
+            self.store.add_prompt_events(key, "filter", [(r["id"], float(d.kept), d.reason) for r, d in zip(rows, decisions)])
+            kept = [r["id"] for r, d in zip(rows, decisions) if d.kept]
+            reasons = Counter(d.reason for d in decisions if not d.kept)
+            if not kept:
+                log.warning("iteration %d: the creator's %d outputs were all filtered (%s)", it, len(rows), dict(reasons))
+            return {"kept": kept, "n_evolved": len(rows), "filtered": dict(reasons)}
+
+        flt = self.stage("filter", arm, it, {"evolve": ev["_key"], "filter": cc.filter.model_dump(mode="json"),
+                                             "pool": sha(json.dumps(pool_ids)),
+                                             "eval": sha(json.dumps(self.eval_prompts))}, filter_)
+        summary = {"sampled": len(sampled["prompt_ids"]), "mean_info_sampled": sampled["mean_info"],
+                   "evolved": flt["n_evolved"], "kept": len(flt["kept"]), "filtered": flt["filtered"],
+                   "sample_fallback": sampled["fallback"]}
+        say(f"  creator: sampled {summary['sampled']}, evolved {summary['evolved']}, kept {summary['kept']}"
+            + (f", filtered {flt['filtered']}" if flt["filtered"] else ""))
+        if not flt["kept"]:
+            summary["reward_key"] = None
+            return [], pool_ids, summary
+        ev_texts = [r["text"] for r in self.store.prompts(flt["kept"])]
+        responses, rewards_e, reward_key_e = self.sample_and_score(cfg, arm, it, state, flt["kept"], "evolved")
+        pairs, ties = build_pairs(flt["kept"], ev_texts, responses, rewards_e, "evolved")
+        summary.update({"reward_key": reward_key_e, "evolved_pairs": len(pairs), "evolved_ties": ties})
+        return pairs, flt["kept"], summary
+
+    def _root(self, prompt_id: int) -> int:
+        row = self.store.prompts([prompt_id])[0]
+        return row["root_id"] or row["id"]
+
+    def train_step(self, cfg: Config, arm: str, it: int, state: ArmState, pairs_key: str) -> None:
+        tc = cfg.solver.train
+        base_path = self._trainable_path(cfg, state)
+
+        def train(key: str) -> dict[str, Any]:
+            pairs = [dict(prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"])
+                     for r in self.store.pairs(pairs_key)]
+            self.pool.release_policy()  # free memory for training
+            out_dir = self.store.checkpoints_dir / key[:16]
+            seed = derived_seed(cfg.run.seed, "train", it)
+            if tc.launcher == "accelerate":
+                from .solver.launch import launch_training
+
+                result = launch_training(base_path, pairs, tc, out_dir, seed=seed, run_dir=self.store.dir)
+            else:
+                from .progress import is_quiet
+
+                result = train_preference(base_path, pairs, tc, out_dir, seed=seed, quiet=is_quiet())
+            return result.as_dict()
+
+        out = self.stage("train", arm, it, {"policy": state.policy_id, "pairs": pairs_key,
+                                           "train": tc.model_dump(mode="json"), "seed": cfg.run.seed}, train)
+        if out.get("skipped"):
+            say(f"  train: skipped ({out.get('reason')})")
+            return
+        state.policy_path = out["checkpoint"]
+        state.policy_id = f"ckpt:{out['_key'][:16]}"
+        state.checkpoints.append(out["checkpoint"])
+        state.train_pairs += int(out["n_pairs"])
+        losses = out.get("losses") or []
+        say(f"  train: {out['n_pairs']} pairs, {out['steps']} steps"
+            + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "") + f" -> {out['checkpoint']}")
+
+    def _trainable_path(self, cfg: Config, state: ArmState) -> str:
+        from . import models
+
+        if state.policy_path == cfg.policy.model:
+            return models.resolve_hf_dir(cfg.policy.model)
+        return state.policy_path
+
+
+def _split(ids: list[int], parts: int) -> list[list[int]]:
+    size = max(1, len(ids) // parts)
+    return [ids[i * size : (i + 1) * size] if i < parts - 1 else ids[i * size :] for i in range(parts)]

@@ -1,0 +1,107 @@
+"""Models for one process: each loaded once, lazily, and shared between roles.
+
+The creator, the reward judge and the evaluation judge are often the same model (the
+built-in 1.5B on CPU); the pool loads it once. Models are wrapped in :class:`LazyLLM`, whose
+``model_id`` is known from the config alone, so a resumed run whose work is all cached never
+loads a model at all. Only one policy checkpoint is kept in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from . import models
+from .backends import load_llm, resolve_backend
+from .backends.base import LLM
+from .config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class LazyLLM(LLM):
+    """An LLM loaded on first use; ``model_id`` and ``exact_logprobs`` are known before."""
+
+    def __init__(self, factory: Callable[[], LLM], model_id: str, exact_logprobs: bool) -> None:
+        super().__init__()
+        self._factory = factory
+        self._inner: LLM | None = None
+        self.model_id = model_id
+        self.exact_logprobs = exact_logprobs
+
+    @property
+    def inner(self) -> LLM:
+        if self._inner is None:
+            log.info("loading model %s", self.model_id)
+            self._inner = self._factory()
+            self.stats = self._inner.stats
+        return self._inner
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    def generate(self, conversations, params, seeds):
+        return self.inner.generate(conversations, params, seeds)
+
+    def choice_logprobs(self, conversations, choices, assistant_prefix=""):
+        return self.inner.choice_logprobs(conversations, choices, assistant_prefix)
+
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+
+    def truncate(self, text, max_tokens):
+        return self.inner.truncate(text, max_tokens)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+
+
+def spec_model_id(spec: ModelSpec, path: str | None = None) -> str:
+    """The cache identity of a model from its config (no loading)."""
+    backend = resolve_backend(spec)
+    if backend == "openai":
+        return f"openai:{spec.model}@{spec.api_base or 'https://api.openai.com/v1'}"
+    name = path or spec.model
+    return f"{backend}:{models.model_fingerprint(name)}"
+
+
+class ModelPool:
+    def __init__(self, budget=None) -> None:
+        self.budget = budget
+        self._shared: dict[str, LazyLLM] = {}
+        self._policy: LazyLLM | None = None
+
+    def get(self, spec: ModelSpec) -> LazyLLM:
+        """A creator/judge model, shared by every role with an equal spec."""
+        key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+        if key not in self._shared:
+            mid = spec_model_id(spec)
+            self._shared[key] = LazyLLM(
+                lambda: load_llm(spec, model_id=mid, budget=self.budget), mid, resolve_backend(spec) != "openai"
+            )
+        return self._shared[key]
+
+    def policy(self, spec: ModelSpec, path: str | Path | None, policy_id: str) -> LazyLLM:
+        """The policy at ``path`` (None: the starting model); the previous one is freed."""
+        if self._policy is not None and self._policy.model_id == policy_id:
+            return self._policy
+        if self._policy is not None:
+            self._policy.close()
+        self._policy = LazyLLM(lambda: load_llm(spec, model_id=policy_id, path=path), policy_id, True)
+        return self._policy
+
+    def release_policy(self) -> None:
+        if self._policy is not None:
+            self._policy.close()
+            self._policy = None
+
+    def close(self) -> None:
+        self.release_policy()
+        for llm in self._shared.values():
+            llm.close()
+        self._shared.clear()

@@ -1,0 +1,257 @@
+"""Everything the report shows, read back from the run store.
+
+Per arm, results are aggregated over seeds by averaging each evaluation prompt's outcome
+(or each question's score) across seeds and bootstrapping over prompts; every arm is
+compared with the eva default by a paired bootstrap over the same prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+
+from ..eval import stats
+from ..store import RunStore, sha
+
+THETA0 = "theta0"
+
+
+def _metric(store: RunStore, stage_key: str | None, name: str) -> dict[str, Any] | None:
+    if not stage_key:
+        return None
+    row = store.db.execute("SELECT * FROM metrics WHERE stage_key=? AND name=?", (stage_key, name)).fetchone()
+    return None if row is None else json.loads(row["detail"] or "{}")
+
+
+def _est(e: stats.Estimate | None) -> dict[str, float] | None:
+    return None if e is None else {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
+
+
+def _mean_over_seeds(rows: list[list[float | None]]) -> list[float | None]:
+    """Per-item mean across seeds, ignoring missing values."""
+    out = []
+    for vals in zip(*rows):
+        got = [v for v in vals if v is not None]
+        out.append(sum(got) / len(got) if got else None)
+    return out
+
+
+def _question_means(scores: list[list[float | None]], turn: int | None = None) -> list[float | None]:
+    out = []
+    for row in scores:
+        got = [s for k, s in enumerate(row) if s is not None and (turn is None or k == turn)]
+        out.append(sum(got) / len(got) if got else None)
+    return out
+
+
+def _ci(values: list[float | None], kind: str, n_boot: int = 2000) -> stats.Estimate | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return stats.win_rate(vals, n_boot=n_boot) if kind == "win" else stats.mean_ci(vals, n_boot=n_boot)
+
+
+def _paired(a: list[float | None], b: list[float | None]) -> stats.Estimate | None:
+    both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if len(both) < 2:
+        return None
+    return stats.paired_bootstrap_diff([x for x, _ in both], [y for _, y in both])
+
+
+def collect(store: RunStore) -> dict[str, Any]:
+    study = json.loads(store.get_meta("study") or "{}")
+    arms: dict[str, Any] = study.get("arms", {})
+    default_arm = study.get("default_arm")
+    uses = study.get("stage_uses", [])
+    per_arm_outcomes: dict[str, dict[str, list]] = {}
+    rows = []
+    for name, arm in arms.items():
+        seeds = arm.get("seeds", {})
+        evals = [s.get("eval", {}) for s in seeds.values() if s.get("eval")]
+        wr = [_metric(store, e.get("win_rate_vs_theta0"), "win_rate_vs_theta0") for e in evals]
+        wb = [_metric(store, e.get("win_rate_vs_baseline"), "win_rate_vs_baseline") for e in evals]
+        sc = [_metric(store, e.get("score"), "score") for e in evals]
+        wr, wb, sc = [x for x in wr if x], [x for x in wb if x], [x for x in sc if x]
+        outcomes = _mean_over_seeds([m["outcomes"] for m in wr]) if wr else []
+        base_outcomes = _mean_over_seeds([m["outcomes"] for m in wb]) if wb else []
+        score_rows = [m["scores"] for m in sc]
+        q_scores = _mean_over_seeds([_question_means(s) for s in score_rows]) if sc else []
+        lc = None
+        if wr:
+            lens_m = np.mean([m["lengths_model"] for m in wr], axis=0)
+            lens_b = np.mean([m["lengths_baseline"] for m in wr], axis=0)
+            ok = [i for i, o in enumerate(outcomes) if o is not None]
+            if ok:
+                lc = stats.length_controlled_win_rate([outcomes[i] for i in ok], lens_m[ok], lens_b[ok])
+        per_arm_outcomes[name] = {"win": outcomes, "score": q_scores}
+        summaries = [s.get("summary", {}) for s in seeds.values()]
+        its = [v for summ in summaries for v in summ.values()]
+        filtered: Counter = Counter()
+        for v in its:
+            filtered.update(v.get("filtered", {}))
+        infos = [v["mean_info_sampled"] for v in its if v.get("mean_info_sampled") is not None]
+        arm_uses = [u for u in uses if u["arm"] == name]
+        rows.append({
+            "arm": name,
+            "description": arm.get("description", ""),
+            "n_seeds": len(seeds),
+            "win_rate": _est(_ci(outcomes, "win")),
+            "lc_win_rate": _est(lc),
+            "win_rate_vs_baseline": _est(_ci(base_outcomes, "win")),
+            "score": _est(_ci(q_scores, "score")),
+            "turn1": _est(_ci(_mean_over_seeds([_question_means(s, 0) for s in score_rows]), "score")) if sc else None,
+            "turn2": _est(_ci(_mean_over_seeds([_question_means(s, 1) for s in score_rows]), "score")) if sc else None,
+            "per_category": _mean_dicts([m.get("per_category", {}) for m in sc]),
+            "parse_failures": sum(m.get("parse_failures", 0) for m in wr + wb + sc),
+            "train_pairs": _mean([s.get("train_pairs") for s in seeds.values()]),
+            "mean_answer_chars": _mean([s.get("mean_answer_chars") for s in seeds.values()]),
+            "mean_info_sampled": _mean(infos),
+            "evolved": sum(v.get("evolved", 0) for v in its),
+            "kept": sum(v.get("kept", 0) for v in its),
+            "filtered": dict(filtered),
+            "compute_seconds": sum(u["original_seconds"] for u in arm_uses),
+            "seconds_now": sum(u["seconds"] for u in arm_uses),
+            "creator_calls": sum(u["calls"] for u in arm_uses if u["name"] == "evolve"),
+            "reward_calls": sum(u["calls"] for u in arm_uses if u["name"].startswith("reward")),
+            "judge_calls": sum(u["calls"] for u in uses if u["name"].startswith("eval_") and u.get("arm") == name),
+            "checkpoints": [s.get("checkpoint") for s in seeds.values()],
+            "creator_enabled": any(s.get("creator_enabled") for s in seeds.values()),
+        })
+    _add_eval_calls(rows, uses, study, store)
+    if default_arm in per_arm_outcomes:
+        d = per_arm_outcomes[default_arm]
+        for row in rows:
+            if row["arm"] in (default_arm, THETA0):
+                continue
+            o = per_arm_outcomes[row["arm"]]
+            row["diff_win_rate_vs_default"] = _est(_paired(o["win"], d["win"]))
+            row["diff_score_vs_default"] = _est(_paired(o["score"], d["score"]))
+    rows.sort(key=lambda r: _order(r["arm"], study))
+    return {
+        "run_dir": str(store.dir),
+        "single": study.get("single", False),
+        "default_arm": default_arm,
+        "baseline_arm": study.get("baseline_arm"),
+        "rows": rows,
+        "sharing": _sharing(uses),
+        "wall_seconds": study.get("wall_seconds"),
+        "config": store.get_meta("config"),
+        "versions": json.loads(store.get_meta("versions") or "{}"),
+        "informativeness": _informativeness(store, study),
+        "reward_length": _reward_length(store),
+        "answer_lengths": _answer_lengths(store, study),
+        "lineage": _lineage_examples(store),
+        "judge_validity": json.loads(store.get_meta("judge_validity") or "null"),
+        "stages": _stage_times(uses),
+    }
+
+
+def _order(arm: str, study: dict[str, Any]) -> tuple:
+    fixed = [THETA0, study.get("baseline_arm"), study.get("default_arm")]
+    return (fixed.index(arm) if arm in fixed else len(fixed), arm)
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
+    acc: dict[str, list[float]] = defaultdict(list)
+    for d in dicts:
+        for k, v in d.items():
+            acc[k].append(v)
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def _add_eval_calls(rows, uses, study, store) -> None:
+    """Judge calls per arm: the evaluation stages whose keys the arm's seeds point to."""
+    by_key = {}
+    for u in uses:
+        by_key.setdefault(u["key"], 0)
+        by_key[u["key"]] += u["calls"]
+    for row in rows:
+        keys = {k for s in study["arms"][row["arm"]]["seeds"].values() for k in s.get("eval", {}).values()}
+        row["judge_calls"] = sum(by_key.get(k, 0) for k in keys)
+
+
+def _sharing(uses: list[dict[str, Any]]) -> dict[str, Any]:
+    computed = sum(u["seconds"] for u in uses if not u["reused"])
+    saved = sum(u["original_seconds"] for u in uses if u["reused"])
+    by_stage: dict[str, dict[str, float]] = defaultdict(lambda: {"computed": 0, "reused": 0, "saved_seconds": 0.0})
+    for u in uses:
+        b = by_stage[u["name"]]
+        if u["reused"]:
+            b["reused"] += 1
+            b["saved_seconds"] += u["original_seconds"]
+        else:
+            b["computed"] += 1
+    return {"computed_seconds": computed, "saved_seconds": saved,
+            "saved_fraction": saved / (saved + computed) if saved + computed else 0.0,
+            "by_stage": dict(by_stage)}
+
+
+def _stage_times(uses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: u[k] for k in ("arm", "iteration", "name", "reused", "seconds", "original_seconds", "calls")}
+            for u in uses]
+
+
+def _informativeness(store: RunStore, study: dict[str, Any]) -> dict[str, Any]:
+    """Reward gap (max - min over the k samples) of pool prompts before evolution and of
+    kept evolved prompts, by operator: did the creator find more informative prompts?"""
+    before, after = [], defaultdict(list)
+    for r in store.db.execute(
+        "SELECT p.origin, p.operator, e.value FROM prompt_events e JOIN prompts p ON p.id=e.prompt_id "
+        "WHERE e.kind='reward_gap' AND e.value IS NOT NULL"
+    ):
+        if r["origin"] == "seed":
+            before.append(r["value"])
+        else:
+            after[r["operator"]].append(r["value"])
+    return {"metric": "gap", "before": before, "after": dict(after)}
+
+
+def _reward_length(store: RunStore, limit: int = 3000) -> list[dict[str, float]]:
+    """(response length, reward) of scored policy samples, for the length-bias scatter."""
+    scores = {r["response_sha"]: r["score"] for r in store.db.execute(
+        "SELECT response_sha, score FROM rewards WHERE score IS NOT NULL LIMIT ?", (limit,))}
+    out = []
+    for r in store.db.execute("SELECT text FROM generations ORDER BY rowid"):
+        s = scores.get(sha(r["text"]))
+        if s is not None:
+            out.append({"length": len(r["text"]), "reward": s})
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _answer_lengths(store: RunStore, study: dict[str, Any]) -> dict[str, list[int]]:
+    """Eval answer lengths (characters) per arm, from the win-rate judgments vs θ0."""
+    out: dict[str, list[int]] = {}
+    for name, arm in study.get("arms", {}).items():
+        for seed in arm.get("seeds", {}).values():
+            m = _metric(store, seed.get("eval", {}).get("win_rate_vs_theta0"), "win_rate_vs_theta0")
+            if m:
+                out.setdefault(name, m["lengths_model"])
+                out.setdefault(THETA0, m["lengths_baseline"])
+    return out
+
+
+def _lineage_examples(store: RunStore, per_operator: int = 3) -> dict[str, list[list[dict[str, Any]]]]:
+    out: dict[str, list[list[dict[str, Any]]]] = {}
+    ops = [r["operator"] for r in store.db.execute(
+        "SELECT DISTINCT operator FROM prompts WHERE origin='evolved' AND operator IS NOT NULL")]
+    for op in ops:
+        leaves = store.db.execute(
+            "SELECT p.id FROM prompts p JOIN prompt_events f ON f.prompt_id=p.id AND f.kind='filter' "
+            "WHERE p.operator=? AND f.value=1 ORDER BY p.depth DESC, p.id LIMIT ?", (op, per_operator)).fetchall()
+        chains = []
+        for leaf in leaves:
+            chain = store.lineage(leaf["id"])
+            chains.append([{"id": r["id"], "text": r["text"], "depth": r["depth"], "operator": r["operator"],
+                            "mutation": r["mutation"], "origin": r["origin"]} for r in reversed(chain)])
+        out[op] = chains
+    return out

@@ -1,0 +1,110 @@
+"""The results table, one row per arm, as Markdown (for humans) and CSV (for analysis)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+
+def pct(e: dict[str, float] | None) -> str:
+    if not e:
+        return "—"
+    return f"{100 * e['value']:.1f} [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]"
+
+
+def num(e: dict[str, float] | None) -> str:
+    if not e:
+        return "—"
+    return f"{e['value']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+
+
+def diff(e: dict[str, float] | None, scale: float = 100.0, unit: str = "") -> str:
+    if not e:
+        return "—"
+    v, lo, hi = (scale * e[k] for k in ("value", "ci_low", "ci_high"))
+    mark = "" if lo <= 0 <= hi else " *"
+    return f"{v:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]{mark}"
+
+
+def _n(e: dict[str, float] | None) -> str:
+    return str(int(e["n"])) if e else "—"
+
+
+def _opt(v: float | None, fmt: str = "{:.0f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+COLUMNS = [
+    ("arm", lambda r: r["arm"]),
+    ("win rate vs θ0 % [95% CI]", lambda r: pct(r.get("win_rate"))),
+    ("n", lambda r: _n(r.get("win_rate"))),
+    ("LC win rate %", lambda r: pct(r.get("lc_win_rate"))),
+    ("win rate vs no-creator %", lambda r: pct(r.get("win_rate_vs_baseline"))),
+    ("avg score [95% CI]", lambda r: num(r.get("score"))),
+    ("n (questions)", lambda r: _n(r.get("score"))),
+    ("turn 1", lambda r: num(r.get("turn1"))),
+    ("turn 2", lambda r: num(r.get("turn2"))),
+    ("Δ win rate vs eva (pp)", lambda r: diff(r.get("diff_win_rate_vs_default"))),
+    ("Δ score vs eva", lambda r: diff(r.get("diff_score_vs_default"), 1.0)),
+    ("train pairs", lambda r: _opt(r.get("train_pairs"))),
+    ("answer length (chars)", lambda r: _opt(r.get("mean_answer_chars"))),
+    ("info of sampled", lambda r: _opt(r.get("mean_info_sampled"), "{:.2f}")),
+    ("evolved kept / filtered", lambda r: f"{r['kept']} / {sum(r['filtered'].values())}" if r.get("evolved") else "—"),
+    ("compute (s)", lambda r: _opt(r.get("compute_seconds"))),
+    ("creator calls", lambda r: str(r.get("creator_calls", 0))),
+    ("judge calls", lambda r: str(r.get("judge_calls", 0))),
+]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = results["rows"]
+    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(fn(r) for _, fn in COLUMNS) + " |" for r in rows]
+    notes = [
+        "",
+        "Win rates: the judge compares each answer with θ0's (or the no-creator arm's) answer in both orders; "
+        "ties and split verdicts count half. θ0's own win rate is against θ0 resampled with another seed "
+        "(the noise floor). Scores: 1–10 single-answer grading of every turn. Intervals: 95% bootstrap over "
+        "prompts (questions for scores). Δ columns: paired bootstrap against the eva default arm; "
+        "* marks an interval that excludes 0.",
+    ]
+    jv = results.get("judge_validity")
+    if jv:
+        notes += ["", judge_block(jv)]
+    return "\n".join([head, sep, *body, *notes]) + "\n"
+
+
+def judge_block(jv: dict[str, Any]) -> str:
+    acc = jv.get("accuracy")
+    acc_s = pct(acc) if isinstance(acc, dict) else "—"
+    pos = jv.get("first_position_rate")
+    mde = jv.get("detectable_effect")
+    return (
+        f"Judge validity ({jv.get('judge_id', '?')}): pairwise accuracy on the labeled check set {acc_s}%, "
+        f"first-position rate {_opt(pos, '{:.2f}')}, minimum detectable win-rate difference "
+        f"{_opt(None if mde is None else 100 * mde, '{:.1f}')} pp at this study's n. "
+        "Differences smaller than that are not resolved by this judge."
+    )
+
+
+def csv_text(results: dict[str, Any]) -> str:
+    fields = ["arm", "description", "n_seeds"]
+    est = ["win_rate", "lc_win_rate", "win_rate_vs_baseline", "score", "turn1", "turn2",
+           "diff_win_rate_vs_default", "diff_score_vs_default"]
+    scalars = ["train_pairs", "mean_answer_chars", "mean_info_sampled", "evolved", "kept", "compute_seconds",
+               "creator_calls", "reward_calls", "judge_calls", "parse_failures"]
+    header = fields + [f"{e}_{k}" for e in est for k in ("value", "ci_low", "ci_high", "n")] + scalars + ["filtered"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    for r in results["rows"]:
+        line = [r.get(f) for f in fields]
+        for e in est:
+            v = r.get(e) or {}
+            line += [v.get(k) for k in ("value", "ci_low", "ci_high", "n")]
+        line += [r.get(s) for s in scalars]
+        line.append(";".join(f"{k}={v}" for k, v in sorted(r.get("filtered", {}).items())))
+        w.writerow(line)
+    return buf.getvalue()

@@ -1,0 +1,162 @@
+"""Reward models behind one interface: ``score(prompts, responses) -> rewards``.
+
+* ``classifier`` — an AutoModelForSequenceClassification reward model (ArmoRM, Skywork-
+  Reward ...), scored in batches; ``trust_remote_code`` only when the config says so.
+* ``judge_pointwise`` — an LLM judge's expected 1–10 grade from next-token probabilities.
+* ``judge_pairwise_anchor`` — the probability that a response beats an anchor response for
+  the same prompt (the prompt's first sample), both orders averaged to cancel position bias;
+  the anchor itself scores 0.5.
+
+Scores are cached in the run store per (reward model, prompt, response[, anchor]).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from .backends.base import LLM
+from .config import ModelSpec, RewardConfig
+from .judging import GRADE_VERSION, PAIR_VERSION, GradeItem, Judge, PairItem
+from .progress import track
+from .store import RunStore, key_of, sha
+
+log = logging.getLogger(__name__)
+
+
+class RewardModel(ABC):
+    reward_id: str
+
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[Sequence[str]], store: RunStore | None = None
+    ) -> list[list[float]]:
+        """Rewards for ``responses[i][j]`` to ``prompts[i]``, through the store's cache."""
+        keys = [[self._key(p, rs, j) for j in range(len(rs))] for p, rs in zip(prompts, responses)]
+        hits = store.cached("rewards", [k for row in keys for k in row]) if store else {}
+        missing = [i for i, row in enumerate(keys) if any(k not in hits for k in row)]
+        fresh = self._score([prompts[i] for i in missing], [responses[i] for i in missing]) if missing else []
+        by_prompt = dict(zip(missing, fresh))
+        out, rows = [], []
+        for i, row in enumerate(keys):
+            scores = []
+            for j, k in enumerate(row):
+                if k in hits:
+                    scores.append(hits[k]["score"])
+                else:
+                    s = float(by_prompt[i][j])
+                    scores.append(s)
+                    rows.append({"key": k, "reward_id": self.reward_id, "prompt_sha": sha(prompts[i]),
+                                 "response_sha": sha(responses[i][j]), "score": s})
+            out.append(scores)
+        if store is not None:
+            store.put("rewards", rows)
+        return out
+
+    def _key(self, prompt: str, responses: Sequence[str], j: int) -> str:
+        return key_of("reward", self.reward_id, sha(prompt), sha(responses[j]))
+
+    @abstractmethod
+    def _score(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Uncached scores."""
+
+    def close(self) -> None:
+        pass
+
+
+class JudgePointwiseReward(RewardModel):
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.reward_id = f"judge_pointwise:{judge.judge_id}:{GRADE_VERSION}:{judge.mode}:{judge.max_answer_tokens}"
+
+    def _score(self, prompts, responses):
+        items = [GradeItem(p, r) for p, rs in zip(prompts, responses) for r in rs]
+        verdicts = self.judge.grade(items, description="scoring responses")
+        it = iter(verdicts)
+        # A failed parse (generate mode only) scores the scale's midpoint and is logged.
+        return [[(v.score if v.score is not None else 5.5) for v in (next(it) for _ in rs)] for rs in responses]
+
+
+class JudgePairwiseAnchorReward(RewardModel):
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.reward_id = f"judge_pairwise_anchor:{judge.judge_id}:{PAIR_VERSION}:{judge.mode}:{judge.max_answer_tokens}"
+
+    def _key(self, prompt, responses, j):
+        return key_of("reward", self.reward_id, sha(prompt), sha(responses[j]), sha(responses[0]))
+
+    def _score(self, prompts, responses):
+        items, where = [], []
+        for i, (p, rs) in enumerate(zip(prompts, responses)):
+            for j, r in enumerate(rs[1:], start=1):
+                items += [PairItem(p, r, rs[0]), PairItem(p, rs[0], r)]
+                where.append((i, j))
+        verdicts = self.judge.compare(items, description="scoring vs anchor")
+        out = [[0.5] * len(rs) for rs in responses]
+        for n, (i, j) in enumerate(where):
+            first, second = verdicts[2 * n], verdicts[2 * n + 1]
+            ps = [v for v in (first.p_a, None if second.p_a is None else 1.0 - second.p_a) if v is not None]
+            out[i][j] = sum(ps) / len(ps) if ps else 0.5
+        return out
+
+
+class ClassifierReward(RewardModel):
+    """A sequence-classification reward model over the chat-formatted (prompt, response)."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int = 8, max_length: int = 4096) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from . import models
+
+        path = models.resolve_hf_dir(spec.model)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if (spec.dtype == "bfloat16" or (spec.dtype == "auto" and self.device == "cuda")) else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, trust_remote_code=spec.trust_remote_code, use_safetensors=True
+        ).to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size, self.max_length = batch_size, max_length
+        self.reward_id = f"classifier:{models.model_fingerprint(spec.model)}"
+
+    def _score(self, prompts, responses):
+        import torch
+
+        texts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
+            for p, rs in zip(prompts, responses) for r in rs
+        ]
+        flat: list[float] = []
+        with track("scoring responses", len(texts), "responses") as advance, torch.inference_mode():
+            for s in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(texts[s : s + self.batch_size], return_tensors="pt", padding=True,
+                                       truncation=True, max_length=self.max_length, add_special_tokens=False)
+                out = self.model(**batch.to(self.device))
+                scores = getattr(out, "score", None)  # ArmoRM exposes .score
+                if scores is None:
+                    scores = out.logits[:, 0]
+                flat.extend(float(x) for x in scores.float().reshape(-1).cpu())
+                advance(len(batch["input_ids"]))
+        it = iter(flat)
+        return [[next(it) for _ in rs] for rs in responses]
+
+    def close(self) -> None:
+        self.model = None
+
+
+def build_reward_model(cfg: RewardConfig, llm: LLM | None = None, store: RunStore | None = None) -> RewardModel:
+    """A RewardModel from config; judge kinds take an already loaded judge LLM."""
+    if cfg.kind == "classifier":
+        return ClassifierReward(cfg.model)
+    if llm is None:
+        raise ValueError("judge rewards need an LLM")
+    judge = Judge(llm, mode="logprobs" if llm.exact_logprobs else "generate", store=store,
+                  max_answer_tokens=cfg.max_response_tokens)
+    if cfg.kind == "judge_pointwise":
+        return JudgePointwiseReward(judge)
+    return JudgePairwiseAnchorReward(judge)

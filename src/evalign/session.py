@@ -1,0 +1,58 @@
+"""Opening a run: the store (locked), the resolved config and versions, logs, models."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .backends.budget import Budget
+from .config import Config
+from .evaluate import Evaluator
+from .modelpool import ModelPool
+from .progress import setup_logging
+from .store import RunStore
+
+TRACKED_PACKAGES = ("evalign", "torch", "transformers", "trl", "peft", "llama_cpp_python", "vllm", "datasets")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass
+class Session:
+    cfg: Config
+    store: RunStore
+    pool: ModelPool
+    evaluator: Evaluator | None
+
+
+@contextlib.contextmanager
+def open_run(cfg: Config, *, verbose: bool = False, with_eval: bool = True) -> Iterator[Session]:
+    """Lock the run directory, record the config and versions, and build the model pool."""
+    from . import models
+
+    for spec in (cfg.policy, cfg.creator.model, cfg.solver.reward.model, cfg.eval.judge):
+        models.check_model_name(spec.model, spec.backend)
+    store = RunStore(cfg.run_dir)
+    try:
+        setup_logging(cfg.run_dir, verbose=verbose)
+        store.save_config(cfg.to_yaml(), versions())
+        budget = Budget(cfg.budget, path=cfg.run_dir / "budget.json")
+        pool = ModelPool(budget)
+        evaluator = Evaluator(cfg.eval, store, pool) if with_eval and cfg.eval.enabled else None
+        try:
+            yield Session(cfg, store, pool, evaluator)
+        finally:
+            pool.close()
+    finally:
+        store.close()

@@ -1,0 +1,171 @@
+"""Preference training through TRL: DPO (and IPO) with ``DPOTrainer``, SimPO with the
+experimental ``CPOTrainer``, ORPO with ``ORPOTrainer``; optional LoRA through peft.
+
+The reference model is the policy at the start of the iteration (TRL copies the model it is
+given); with ``precompute_ref_logprobs`` its log-probabilities are computed once before
+training instead of at every step. The result is a plain HF checkpoint directory written
+atomically (LoRA adapters are merged), so the next iteration, vLLM and llama.cpp
+converters can all read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..fsutil import atomic_dir, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: str
+    n_pairs: int
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    skipped: bool = False
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("checkpoint", "n_pairs", "steps", "seconds", "losses", "skipped", "reason")}
+
+
+def _dtype(cfg: TrainConfig):
+    import torch
+
+    if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def to_dataset(pairs: Sequence[dict]):
+    """Conversational preference format that every TRL preference trainer reads."""
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {
+            "prompt": [{"role": "user", "content": p["prompt"]}],
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+        }
+        for p in pairs
+    ])
+
+
+def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: int, quiet: bool):
+    import torch
+
+    common = dict(
+        output_dir=workdir,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=_dtype(cfg) == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=quiet,
+        beta=cfg.beta,
+        remove_unused_columns=False,
+    )
+    peft_config = None
+    if cfg.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+        )
+    if cfg.loss in ("dpo", "ipo"):
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(loss_type=["sigmoid" if cfg.loss == "dpo" else "ipo"],
+                         precompute_ref_log_probs=cfg.precompute_ref_logprobs, **common)
+        return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config)
+    if cfg.loss == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        args = CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=cfg.simpo_gamma, **common)
+        return CPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config)
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    args = ORPOConfig(**common)
+    return ORPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                       peft_config=peft_config)
+
+
+def train_preference(
+    base_path: str,
+    pairs: Sequence[dict],
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train ``base_path`` on ``pairs`` (dicts with prompt/chosen/rejected) into ``out_dir``.
+
+    Fewer pairs than ``cfg.min_pairs``: training is skipped and the base policy is kept.
+    """
+    t0 = time.perf_counter()
+    if len(pairs) < cfg.min_pairs:
+        reason = f"only {len(pairs)} preference pairs (< train.min_pairs={cfg.min_pairs}); kept the previous policy"
+        log.warning(reason)
+        return TrainResult(base_path, len(pairs), 0, 0.0, skipped=True, reason=reason)
+
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.set_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_dtype(cfg), use_safetensors=True)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        workdir = str(tmp / "_trainer")
+        trainer = _trainer(cfg, model, tokenizer, to_dataset(pairs), workdir, seed, quiet)
+        trainer.train()
+        trained = trainer.model
+        if cfg.lora.enabled:
+            trained = trained.merge_and_unload()
+        trained = trained.to(torch.float32) if cfg.dtype == "auto" and not torch.cuda.is_available() else trained
+        trained.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        steps = int(trainer.state.global_step)
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+        atomic_write_text(tmp / "evalign_train.json", json.dumps(
+            {"base": base_path, "n_pairs": len(pairs), "steps": steps, "losses": losses,
+             "config": cfg.model_dump(mode="json"), "seed": seed}, indent=1))
+    seconds = time.perf_counter() - t0
+    log.info("trained %d pairs in %d steps (%.1fs), loss %s", len(pairs), steps, seconds,
+             f"{losses[0]:.4f}->{losses[-1]:.4f}" if losses else "n/a")
+    return TrainResult(str(out_dir), len(pairs), steps, seconds, losses)
+
+
+def expected_steps(n_pairs: int, cfg: TrainConfig, processes: int = 1) -> int:
+    per_step = cfg.batch_size * cfg.gradient_accumulation_steps * processes
+    return max(1, math.ceil(n_pairs / per_step)) * max(1, math.ceil(cfg.epochs))

@@ -1,0 +1,182 @@
+"""The report's plots and HTML page, from a synthetic ``results`` dict (no run store, no
+models), plus a headless-Chromium check that the page opens from disk and renders."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from evalign.report import html, plots, tables
+from report_fixture import XSS, empty_results, single_arm_results, synthetic_results
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EXPECTED = ["winrate", "score", "informativeness", "answer_length", "reward_length"]
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).exists()), None)
+
+
+def _build(results, out: Path) -> tuple[list[Path], str, Path]:
+    pngs = plots.make_plots(results, out)
+    page = html.render(results, pngs, tables.markdown(results))
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return pngs, page, path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    results = synthetic_results()
+    pngs, page, path = _build(results, out)
+    return results, pngs, page, path
+
+
+def _data_uris(page: str) -> list[str]:
+    return re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+
+
+def test_plots_written_in_fixed_order_and_valid(built):
+    _, pngs, _, _ = built
+    assert [p.name for p in pngs] == [f"{n}.png" for n in EXPECTED]
+    assert [n for n, _ in plots.PLOTS] == EXPECTED
+    for p in pngs:
+        data = p.read_bytes()
+        assert data[:8] == PNG_MAGIC, p
+        assert len(data) > 1024, p
+
+
+def test_plots_are_deterministic(built, tmp_path):
+    results, pngs, _, _ = built
+    again = plots.make_plots(results, tmp_path)
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in pngs]
+
+
+def test_html_table_plots_and_escaping(built):
+    results, _, page, _ = built
+    table = re.search(r'<table id="results">(.*?)</table>', page, re.S)
+    assert table, "no results table"
+    body = re.search(r"<tbody>(.*?)</tbody>", table.group(1), re.S).group(1)
+    assert len(re.findall(r"<tr[ >]", body)) == len(results["rows"])
+    for row in results["rows"]:
+        assert f'data-arm="{row["arm"]}"' in body
+    assert 'data-arm="eva" class="default"' in body
+    header = re.search(r"<thead>(.*?)</thead>", table.group(1), re.S).group(1)
+    assert header.count("<th") == len(tables.COLUMNS)
+    # the un-evaluated arm renders with placeholders, the evaluated ones with their numbers
+    simpo = re.search(r'<tr data-arm="eva-simpo">(.*?)</tr>', body, re.S).group(1)
+    assert simpo.count("—") >= 8
+    assert "60.0 [55.0, 65.0]" in body
+
+    for name in EXPECTED:
+        fig = re.search(rf'<figure class="plot" data-name="{name}">(.*?)</figure>', page, re.S)
+        assert fig, name
+        assert re.search(r'<img src="data:image/png;base64,[^"]+" alt="[^"]+">', fig.group(1)), name
+        assert "<figcaption>" in fig.group(1)
+    uris = _data_uris(page)
+    assert len(uris) == len(EXPECTED)
+    for b64 in uris:  # every embedded image decodes as a PNG
+        from PIL import Image
+
+        raw = base64.b64decode(b64, validate=True)
+        assert raw[:8] == PNG_MAGIC
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+        assert img.width > 300 and img.height > 200
+
+    # self-contained: no remote (or any non-data) resource references, no scripts
+    refs = re.findall(r'(?:src|href)\s*=\s*["\']?([^"\'\s>]+)', page, re.I)
+    assert refs and all(r.startswith("data:") for r in refs), refs
+    assert not re.search(r'(?:src|href)\s*=\s*["\']?\s*https?://', page, re.I)
+    assert "<script" not in page.lower()
+    assert "@import" not in page and "url(" not in page
+    # untrusted texts are escaped
+    assert XSS not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>three</b>" not in page and "&lt;b&gt;three&lt;/b&gt;" in page
+    assert "/runs/study-2024-11 &lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_html_sections(built):
+    results, _, page, _ = built
+    for sid in ("results-section", "judge", "plots", "sharing", "lineage", "categories", "stages", "provenance"):
+        assert f'<section id="{sid}">' in page, sid
+    # judge block and the table notes come from tables.py
+    assert html.esc(tables.judge_block(results["judge_validity"])) in page
+    assert "paired bootstrap against the eva default arm" in page
+    # lineage: seed first, newest last, with depth and mutation
+    ol = re.search(r'<ol class="lineage" data-operator="evol_instruct">(.*?)</ol>', page, re.S).group(1)
+    items = re.findall(r"<li>(.*?)</li>", ol, re.S)
+    assert len(items) == 3
+    assert "depth 0" in items[0] and "seed" in items[0] and "How do plants make food?" in items[0]
+    assert "depth 2" in items[2] and "mutation concretize" in items[2]
+    # per-category table: one row per evaluated arm, one column per category
+    cats = re.search(r'<table id="categories">(.*?)</table>', page, re.S).group(1)
+    assert cats.count("<tr") == 1 + sum(1 for r in results["rows"] if r["per_category"])
+    assert "humanities" in cats
+    stages = re.search(r'<table id="stages">(.*?)</table>', page, re.S).group(1)
+    assert stages.count("<tr") == 1 + len(results["stages"]) + 1  # header, uses, total
+    assert "seconds saved" in page and "900 s" in page
+    assert re.search(r"<details><summary>Resolved config</summary>\s*<pre>", page)
+    assert "# &lt;not html&gt;" in page
+    assert "transformers" in re.search(r'<table id="versions">(.*?)</table>', page, re.S).group(1)
+
+
+@pytest.mark.parametrize("make", [empty_results, single_arm_results], ids=["empty", "single-arm"])
+def test_sparse_results_render(make, tmp_path):
+    results = make()
+    (tmp_path / "winrate.png").write_bytes(b"stale")  # a plot from an earlier report must go
+    pngs, page, _ = _build(results, tmp_path)
+    names = [p.stem for p in pngs]
+    if make is empty_results:
+        assert names == []
+        assert not (tmp_path / "winrate.png").exists()
+    else:
+        assert names == ["winrate", "score", "answer_length", "reward_length"]
+    for name in EXPECTED:
+        if name not in names:
+            assert re.search(rf'<figure class="plot missing" data-name="{name}">\s*<p class="nodata">no data for',
+                             page), name
+    assert len(_data_uris(page)) == len(names)
+    assert '<table id="results">' in page
+    assert page.count("no data for") >= 5 - len(names)
+
+
+def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+def test_chromium_opens_page_from_disk(built, tmp_path):
+    from PIL import Image
+
+    results, _, page, path = built
+    url = path.resolve().as_uri()
+    dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", url], tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    out = dom.stdout
+    table = re.search(r'<table id="results">(.*?)</table>', out, re.S)
+    assert table, out[:2000]
+    for row in results["rows"]:
+        assert f'<tr data-arm="{row["arm"]}"' in table.group(1)
+    for name in EXPECTED:
+        assert re.search(rf'<figure class="plot" data-name="{name}">\s*<img src="data:image/png;base64,', out), name
+    # the browser parsed the escaped prompt as text: no script element came from the page
+    assert "<script" not in out.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert _data_uris(out) == _data_uris(page)  # images reached the DOM intact
+
+    shot = tmp_path / "shot.png"
+    run = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--virtual-time-budget=5000", url], tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    img = Image.open(shot).convert("L")
+    assert img.size == (1280, 2400)
+    lo, hi = img.getextrema()
+    assert hi - lo > 100  # not a blank page
