@@ -162,6 +162,49 @@ def models(
     console.print(f"cache: {m.cache_dir()}", highlight=False)
 
 
+@app.command()
+def generate(
+    model: Annotated[str, typer.Option("--model", help="Built-in name, checkpoint/GGUF path or hub id.")] = "smollm2-135m-instruct",
+    backend: Annotated[str, typer.Option("--backend", help="auto | transformers | llamacpp | vllm | openai")] = "auto",
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="A prompt (repeatable).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Without --prompt: the first N built-in seed prompts.")] = 8,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples per prompt.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of sample 0 (sample j uses seed + j).")] = 0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 64,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.01, max=1.0)] = 0.9,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per prompt on stdout.")] = False,
+) -> None:
+    """Generate seeded samples from any model (a demo of the backends; same seeds, same text)."""
+    import json
+    import time
+
+    from .backends import load_llm
+    from .backends.base import GenParams
+    from .config import ModelSpec, PromptsConfig
+    from .generation import user
+    from .prompts import load_prompts
+
+    spec = ModelSpec(model=model, backend=backend)  # type: ignore[arg-type]
+    texts = prompt or [r.text for r in load_prompts(PromptsConfig(limit=limit, shuffle=False))]
+    with load_llm(spec) as llm:
+        t0 = time.perf_counter()
+        out = llm.generate([user(t) for t in texts], GenParams(max_new_tokens, temperature, top_p),
+                           [seed + j for j in range(samples)])
+        seconds = time.perf_counter() - t0
+    tokens = sum(g.completion_tokens for row in out for g in row)
+    for text, row in zip(texts, out):
+        if as_json:
+            print(json.dumps({"prompt": text, "samples": [{"seed": g.seed, "text": g.text} for g in row]},
+                             ensure_ascii=False))
+        else:
+            print(f"### {text}")
+            for g in row:
+                print(f"[seed {g.seed}] {g.text}\n")
+    print(f"{len(texts)} prompts x {samples} samples: {tokens} tokens in {seconds:.1f}s "
+          f"({tokens / max(seconds, 1e-9):.1f} tokens/s) with {llm.model_id}", file=sys.stderr)
+
+
 @app.command(name="judge-check")
 def judge_check(
     judge: Annotated[Optional[str], typer.Option("--judge", help="Judge or reward model (default: eval.judge).")] = None,

@@ -66,6 +66,8 @@ def spec_model_id(spec: ModelSpec, path: str | None = None) -> str:
     backend = resolve_backend(spec)
     if backend == "openai":
         return f"openai:{spec.model}@{spec.api_base or 'https://api.openai.com/v1'}"
+    if backend == "scripted":
+        return f"scripted:{spec.model}"
     name = path or spec.model
     return f"{backend}:{models.model_fingerprint(name)}"
 

@@ -167,10 +167,13 @@ def materialize(name: str) -> Path:
         return target
     gguf = gguf_path(name)
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True),  # dense weights, not packed GGUF blocks
+    )
     # A model loaded from GGUF carries a GGUF "quantizer" that refuses to serialize and makes
     # TRL refuse to train; the weights are already dequantized, so drop the flag.
     model.hf_quantizer = None

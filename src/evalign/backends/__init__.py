@@ -98,9 +98,12 @@ def load_llm(spec: ModelSpec, *, model_id: str | None = None, budget=None, path:
 
         llm = VllmLLM(spec, path=models.resolve_hf_dir(name), model_id=fingerprint)
     elif backend == "scripted":
-        from .scripted import ScriptedLLM
+        from .scripted import SCRIPTS, ScriptedLLM
 
-        llm = ScriptedLLM(model_id=f"scripted:{spec.model}")
+        if spec.model not in SCRIPTS:
+            raise ConfigError(f"no scripted model '{spec.model}'; registered: {', '.join(SCRIPTS)}")
+        gen_fn, choice_fn = SCRIPTS[spec.model]
+        llm = ScriptedLLM(gen_fn, choice_fn, model_id=fingerprint)
     else:  # pragma: no cover - pydantic restricts the names
         raise ConfigError(f"unknown backend '{backend}'")
     _open.add(llm)

@@ -27,11 +27,31 @@ def uniform_choices(conversation: Conversation, choices: Sequence[str], prefix: 
     return [-math.log(len(choices))] * len(choices)
 
 
+def hashed_choices(conversation: Conversation, choices: Sequence[str], prefix: str) -> list[float]:
+    """Deterministic, varied preferences: log-softmax of hash-derived scores."""
+    text = _flat(conversation) + prefix
+    raw = [int(hashlib.sha256(f"{text}|{c}".encode()).hexdigest()[:8], 16) / 2**32 * 4 for c in choices]
+    top = max(raw)
+    norm = math.log(sum(math.exp(r - top) for r in raw)) + top
+    return [r - norm for r in raw]
+
+
+#: Named scripts for ``backend: scripted`` (``model`` picks one); tests may register more.
+SCRIPTS: dict[str, tuple[GenerateFn, ChoiceFn]] = {
+    "echo": (echo_generate, hashed_choices),
+    "uniform": (echo_generate, uniform_choices),
+}
+
+
+def register_script(name: str, generate_fn: GenerateFn = echo_generate, choice_fn: ChoiceFn = hashed_choices) -> None:
+    SCRIPTS[name] = (generate_fn, choice_fn)
+
+
 class ScriptedLLM(LLM):
     def __init__(
         self,
         generate_fn: GenerateFn = echo_generate,
-        choice_fn: ChoiceFn = uniform_choices,
+        choice_fn: ChoiceFn = hashed_choices,
         model_id: str = "scripted",
     ) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ Generation is a small explicit decode loop rather than ``model.generate`` so tha
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 
@@ -80,6 +81,8 @@ class TransformersLLM(LLM):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = sorted({int(t) for t in eos + [self.tokenizer.eos_token_id] if t is not None})
@@ -165,10 +168,9 @@ class TransformersLLM(LLM):
         ids, mask = self._pad(prompts)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1]
-        cache = out.past_key_values
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **{self._cache_arg: cache})
+        logits = out.logits[:, -1]  # the cache object is updated in place
         if n > 1:  # one prompt encoding shared by its n samples
             cache.batch_repeat_interleave(n)
             logits = logits.repeat_interleave(n, 0)
@@ -202,9 +204,8 @@ class TransformersLLM(LLM):
                 active = [active[b] for b in keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
+                             use_cache=True, **{self._cache_arg: cache})
             logits = out.logits[:, -1]
-            cache = out.past_key_values
             next_pos = next_pos + 1
         texts = []
         for r in range(rows):

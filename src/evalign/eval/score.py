@@ -28,10 +28,7 @@ class Scores:
     parse_failures: int = 0
 
     def as_dict(self) -> dict:
-        def est(e):
-            return None if e is None else {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
-
-        return {"score": est(self.estimate), "turn1": est(self.turn1), "turn2": est(self.turn2),
+        return {"score": stats.as_dict(self.estimate), "turn1": stats.as_dict(self.turn1), "turn2": stats.as_dict(self.turn2),
                 "per_category": self.per_category, "scores": self.scores, "parse_failures": self.parse_failures}
 
 

@@ -36,6 +36,9 @@ class Estimate:
     ci_high: float
     n: int
 
+    def as_dict(self) -> dict[str, float]:
+        return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n}
+
     def fmt(self, pct: bool = False) -> str:
         """'54.2% [47.1, 61.0] n=96' (fractions as percent) or '6.12 [5.80, 6.44] n=40'."""
         if pct:
@@ -184,3 +187,29 @@ def spearman(x: ArrayLike, y: ArrayLike) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sps.ConstantInputWarning)
         return float(sps.spearmanr(xa, ya).statistic)
+
+
+def as_dict(e: Estimate | None) -> dict[str, float] | None:
+    """An estimate as a plain dict (JSON, report rows); None stays None."""
+    return None if e is None else e.as_dict()
+
+
+def min_detectable_effect(
+    n: int, judge_accuracy: float, sd: float = 0.5, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest true win-rate difference a paired comparison on ``n`` prompts detects.
+
+    Closed form. A judge that picks the truly better answer with probability ``a`` (its
+    both-orders accuracy on labeled pairs, so position bias is already folded in) shrinks a
+    true difference d to an observed (2a - 1) d. A two-sided paired test at level ``alpha``
+    with the given ``power`` detects an observed mean difference of
+    (z_{1-alpha/2} + z_{power}) * sd / sqrt(n), where ``sd`` is the standard deviation of the
+    per-prompt outcome difference (0.5 is the bound for outcomes in [0, 1]). Dividing by
+    (2a - 1) puts it back on the true scale. Returns inf when the judge is at chance.
+    """
+    if n <= 0:
+        return float("inf")
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    observed = z * sd / np.sqrt(n)
+    signal = 2 * judge_accuracy - 1
+    return float("inf") if signal <= 0 else float(observed / signal)

@@ -36,10 +36,7 @@ class WinRate:
         return sum(o is not None for o in self.outcomes)
 
     def as_dict(self) -> dict:
-        def est(e):
-            return None if e is None else {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
-
-        return {"win_rate": est(self.estimate), "lc_win_rate": est(self.lc), "wins": self.wins, "ties": self.ties,
+        return {"win_rate": stats.as_dict(self.estimate), "lc_win_rate": stats.as_dict(self.lc), "wins": self.wins, "ties": self.ties,
                 "losses": self.losses, "parse_failures": self.parse_failures,
                 "first_position_rate": self.first_position_rate, "outcomes": self.outcomes,
                 "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline}

@@ -26,10 +26,6 @@ def _metric(store: RunStore, stage_key: str | None, name: str) -> dict[str, Any]
     return None if row is None else json.loads(row["detail"] or "{}")
 
 
-def _est(e: stats.Estimate | None) -> dict[str, float] | None:
-    return None if e is None else {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
-
-
 def _mean_over_seeds(rows: list[list[float | None]]) -> list[float | None]:
     """Per-item mean across seeds, ignoring missing values."""
     out = []
@@ -98,12 +94,12 @@ def collect(store: RunStore) -> dict[str, Any]:
             "arm": name,
             "description": arm.get("description", ""),
             "n_seeds": len(seeds),
-            "win_rate": _est(_ci(outcomes, "win")),
-            "lc_win_rate": _est(lc),
-            "win_rate_vs_baseline": _est(_ci(base_outcomes, "win")),
-            "score": _est(_ci(q_scores, "score")),
-            "turn1": _est(_ci(_mean_over_seeds([_question_means(s, 0) for s in score_rows]), "score")) if sc else None,
-            "turn2": _est(_ci(_mean_over_seeds([_question_means(s, 1) for s in score_rows]), "score")) if sc else None,
+            "win_rate": stats.as_dict(_ci(outcomes, "win")),
+            "lc_win_rate": stats.as_dict(lc),
+            "win_rate_vs_baseline": stats.as_dict(_ci(base_outcomes, "win")),
+            "score": stats.as_dict(_ci(q_scores, "score")),
+            "turn1": stats.as_dict(_ci(_mean_over_seeds([_question_means(s, 0) for s in score_rows]), "score")) if sc else None,
+            "turn2": stats.as_dict(_ci(_mean_over_seeds([_question_means(s, 1) for s in score_rows]), "score")) if sc else None,
             "per_category": _mean_dicts([m.get("per_category", {}) for m in sc]),
             "parse_failures": sum(m.get("parse_failures", 0) for m in wr + wb + sc),
             "train_pairs": _mean([s.get("train_pairs") for s in seeds.values()]),
@@ -127,9 +123,12 @@ def collect(store: RunStore) -> dict[str, Any]:
             if row["arm"] in (default_arm, THETA0):
                 continue
             o = per_arm_outcomes[row["arm"]]
-            row["diff_win_rate_vs_default"] = _est(_paired(o["win"], d["win"]))
-            row["diff_score_vs_default"] = _est(_paired(o["score"], d["score"]))
+            row["diff_win_rate_vs_default"] = stats.as_dict(_paired(o["win"], d["win"]))
+            row["diff_score_vs_default"] = stats.as_dict(_paired(o["score"], d["score"]))
     rows.sort(key=lambda r: _order(r["arm"], study))
+    validity = _judge_validity(study, per_arm_outcomes, default_arm)
+    for row in rows:
+        row["detectable_effect"] = (validity or {}).get("detectable_effect")
     return {
         "run_dir": str(store.dir),
         "single": study.get("single", False),
@@ -144,9 +143,39 @@ def collect(store: RunStore) -> dict[str, Any]:
         "reward_length": _reward_length(store),
         "answer_lengths": _answer_lengths(store, study),
         "lineage": _lineage_examples(store),
-        "judge_validity": json.loads(store.get_meta("judge_validity") or "null"),
+        "judge_validity": validity,
         "stages": _stage_times(uses),
     }
+
+
+def _judge_validity(study: dict[str, Any], outcomes: dict[str, dict[str, list]], default_arm: str | None):
+    """The eval judge's measured accuracy and position bias (from ``evalign judge-check``)
+    and the smallest win-rate difference this study can detect with it."""
+    from ..judgecheck import load_cached_result
+
+    judge = study.get("judge")
+    if not judge:
+        return None
+    measured = load_cached_result(judge["judge_id"], "pairwise", judge["mode"], judge["pair_version"])
+    out = {"judge_id": judge["judge_id"], "mode": judge["mode"], "n": judge["n_winrate"], "measured": bool(measured)}
+    if not measured:
+        return out
+    diffs = []
+    if default_arm in outcomes:
+        d = outcomes[default_arm]["win"]
+        for arm, o in outcomes.items():
+            if arm not in (default_arm, THETA0):
+                diffs += [x - y for x, y in zip(o["win"], d) if x is not None and y is not None]
+    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 2 else 0.5
+    acc = measured["accuracy"]
+    out.update({
+        "accuracy": acc, "first_position_rate": measured.get("first_position_rate"),
+        "order_agreement": measured.get("order_agreement"), "labeled_n": measured.get("n"),
+        "source": measured.get("source"), "sd_paired": sd,
+        "detectable_effect": stats.min_detectable_effect(judge["n_winrate"], acc["value"], sd=max(sd, 1e-6)),
+        "method": "closed form: (z_0.975 + z_0.8) * sd / sqrt(n) / (2 * accuracy - 1)",
+    })
+    return out
 
 
 def _order(arm: str, study: dict[str, Any]) -> tuple:

@@ -19,11 +19,15 @@ def num(e: dict[str, float] | None) -> str:
     return f"{e['value']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
 
 
-def diff(e: dict[str, float] | None, scale: float = 100.0, unit: str = "") -> str:
+def diff(e: dict[str, float] | None, scale: float = 100.0, unit: str = "", resolvable: float | None = None) -> str:
+    """A paired difference; '*' when its CI excludes 0, 'not resolved' when it is smaller
+    than the judge's minimum detectable effect (``resolvable``, same scale as ``e``)."""
     if not e:
         return "—"
     v, lo, hi = (scale * e[k] for k in ("value", "ci_low", "ci_high"))
     mark = "" if lo <= 0 <= hi else " *"
+    if resolvable is not None and abs(e["value"]) < resolvable:
+        mark += " (not resolved)"
     return f"{v:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]{mark}"
 
 
@@ -45,7 +49,8 @@ COLUMNS = [
     ("n (questions)", lambda r: _n(r.get("score"))),
     ("turn 1", lambda r: num(r.get("turn1"))),
     ("turn 2", lambda r: num(r.get("turn2"))),
-    ("Δ win rate vs eva (pp)", lambda r: diff(r.get("diff_win_rate_vs_default"))),
+    ("Δ win rate vs eva (pp)", lambda r: diff(r.get("diff_win_rate_vs_default"),
+                                               resolvable=r.get("detectable_effect"))),
     ("Δ score vs eva", lambda r: diff(r.get("diff_score_vs_default"), 1.0)),
     ("train pairs", lambda r: _opt(r.get("train_pairs"))),
     ("answer length (chars)", lambda r: _opt(r.get("mean_answer_chars"))),
@@ -77,15 +82,20 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def judge_block(jv: dict[str, Any]) -> str:
-    acc = jv.get("accuracy")
-    acc_s = pct(acc) if isinstance(acc, dict) else "—"
-    pos = jv.get("first_position_rate")
+    if not jv.get("measured"):
+        return (
+            f"Judge validity ({jv.get('judge_id', '?')}, {jv.get('mode')}): not measured for this judge and "
+            f"template; run `evalign judge-check` with the same judge to see its accuracy, position bias and "
+            f"the smallest difference this study (n={jv.get('n')}) can detect."
+        )
     mde = jv.get("detectable_effect")
+    mde_s = "∞ (judge at chance)" if mde is None or mde == float("inf") else f"{100 * mde:.1f} pp"
     return (
-        f"Judge validity ({jv.get('judge_id', '?')}): pairwise accuracy on the labeled check set {acc_s}%, "
-        f"first-position rate {_opt(pos, '{:.2f}')}, minimum detectable win-rate difference "
-        f"{_opt(None if mde is None else 100 * mde, '{:.1f}')} pp at this study's n. "
-        "Differences smaller than that are not resolved by this judge."
+        f"Judge validity ({jv['judge_id']}, {jv['mode']}): both-orders accuracy on {jv.get('labeled_n')} "
+        f"labeled pairs {pct(jv['accuracy'])}%, first-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
+        f"order agreement {_opt(jv.get('order_agreement'), '{:.2f}')}. Minimum detectable win-rate difference at "
+        f"n={jv.get('n')} prompts (80% power, α=0.05): {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
+        "Arm differences smaller than that are marked not resolved."
     )
 
 

@@ -73,7 +73,7 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,
         bf16=_dtype(cfg) == torch.bfloat16,
         use_cpu=not torch.cuda.is_available(),
         seed=seed,

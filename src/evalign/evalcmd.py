@@ -1,0 +1,110 @@
+"""``evalign eval``: any model against any baseline on any evaluation set.
+
+The baseline is another model or checkpoint, a file of reference answers (AlpacaEval JSON
+keyed by instruction, or Arena-Hard answers keyed by question id), or — by default — the
+model itself resampled with another seed, which measures the judge's noise floor.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import InputError
+from .eval import formats
+from .eval.stats import as_dict
+from .evaluate import Answers, store_scores, store_win_rate
+from .modelpool import spec_model_id
+from .progress import say
+from .report.tables import num, pct
+from .session import open_run
+from .store import key_of
+
+
+@dataclass
+class EvalOutcome:
+    run_dir: str
+    judge_calls: int
+    cache_hits: int
+    table: str
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).name or name).strip("-") or "model"
+
+
+def load_reference_answers(path: Path, prompts) -> list[str]:
+    """Reference answers for the eval prompts, from AlpacaEval JSON or Arena-Hard JSONL."""
+    if path.suffix == ".json":
+        by_instruction = {r["instruction"]: r["output"] for r in formats.load_alpaca(path)}
+        missing = [p.prompt for p in prompts if p.prompt not in by_instruction]
+        if missing:
+            raise InputError(f"{path}: no answer for {len(missing)} eval prompts (e.g. {missing[0][:60]!r}); "
+                             "use answers to the same instructions as eval.winrate_prompts")
+        return [by_instruction[p.prompt] for p in prompts]
+    by_id = {str(k): v for k, v in formats.load_arena_answers(path).items()}
+    missing = [p.id for p in prompts if p.id not in by_id]
+    if missing:
+        raise InputError(f"{path}: no answer for question ids {', '.join(missing[:5])}; "
+                         "use the answer file of the same question.jsonl as eval.winrate_prompts")
+    return [by_id[p.id] for p in prompts]
+
+
+def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, baseline_answers: Path | None = None,
+                    out_dir: Path | None = None, verbose: bool = False) -> EvalOutcome:
+    run_dir = out_dir or Path("runs") / f"eval-{_slug(model)}"
+    cfg = cfg.model_copy(deep=True)
+    cfg.run.output_dir = str(run_dir)
+    spec = cfg.policy.model_copy(update={"model": model})
+    with open_run(cfg, verbose=verbose) as s:
+        ev = s.evaluator
+        if ev is None:
+            raise InputError("eval.enabled is false; enable it to evaluate")
+        from . import models
+
+        models.check_model_name(model, spec.backend)
+        model_id = spec_model_id(spec)
+        mine = ev.answers(s.pool.policy(spec, model if Path(model).exists() else None, model_id))
+        label_b = "self, resampled"
+        base_score = None
+        if baseline_answers is not None:
+            base = Answers(f"file:{baseline_answers.name}", load_reference_answers(baseline_answers, ev.prompts), [])
+            label_b = str(baseline_answers)
+        elif baseline is not None:
+            bspec = spec.model_copy(update={"model": baseline})
+            models.check_model_name(baseline, bspec.backend)
+            bid = spec_model_id(bspec)
+            base = ev.answers(s.pool.policy(bspec, baseline if Path(baseline).exists() else None, bid))
+            label_b = baseline
+        else:
+            base = ev.answers(s.pool.policy(spec, model if Path(model).exists() else None, model_id), seed_offset=1)
+        wr = ev.win_rate(mine, base, label="win rate")
+        sc = ev.scores(mine, label=f"{model} score")
+        if base.mt:
+            base_score = ev.scores(base, label="baseline score")
+        key = key_of("eval", model_id, base.model_id, cfg.fingerprint("eval"))
+        store_win_rate(s.store, key, model, "win_rate", wr)
+        store_scores(s.store, key, model, "score", sc)
+        paths = ev.export(mine, s.store.dir / "answers", _slug(model))
+        stats = ev.judge.stats
+        lines = [
+            f"| model | win rate vs baseline % [95% CI] | LC win rate % | W / T / L | n | avg score [95% CI] | turn 1 | turn 2 |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {model} | {pct(as_dict(wr.estimate))} | {pct(as_dict(wr.lc))} | {wr.wins} / {wr.ties} / {wr.losses} | {wr.n} "
+            f"| {num(as_dict(sc.estimate))} | {num(as_dict(sc.turn1))} | {num(as_dict(sc.turn2))} |",
+        ]
+        if base_score is not None:
+            lines.append(f"| baseline: {label_b} | — | — | — | — | {num(as_dict(base_score.estimate))} "
+                         f"| {num(as_dict(base_score.turn1))} | {num(as_dict(base_score.turn2))} |")
+        table = "\n".join(lines)
+        print(table)
+        failures = wr.parse_failures + sc.parse_failures
+        print(f"baseline: {label_b}; judge {ev.judge.judge_id} ({ev.judge.mode}); "
+              f"first-position rate {wr.first_position_rate:.2f}" if wr.first_position_rate is not None else "")
+        print(f"judge calls: {stats.calls} new, {stats.cache_hits} cached"
+              + (f"; {failures} unparseable verdicts left out" if failures else ""))
+        print(f"answers exported: {', '.join(paths.values())}")
+        say(f"run directory: {s.store.dir}")
+        return EvalOutcome(str(s.store.dir), stats.calls, stats.cache_hits, table)

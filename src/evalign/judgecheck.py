@@ -1,0 +1,261 @@
+"""``evalign judge-check``: how far can a judge or reward model be trusted?
+
+On labeled pairs (prompt, better answer, worse answer) — the project's own set, a user's
+JSONL of the same shape, or MT-Bench human/GPT-4 judgment files — it measures:
+
+* pairwise: accuracy of the both-orders verdict (Wilson 95% CI) overall, per category and
+  per difficulty; accuracy of each order alone; how often the first answer is picked in each
+  order (position bias); agreement between the two orders;
+* pointwise (1–10 grades, rewards): how often the better answer scores higher, and the
+  Spearman correlation of the scores with the labels' scores;
+* speed: judge calls per second.
+
+The result is cached per judge (model, template version, mode) under the evalign cache, so
+ablation reports can show it beside their numbers, and judgments are cached in a run store
+so a rerun is free.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ModelSpec
+from .errors import InputError
+from .eval import formats, stats
+from .judging import GRADE_VERSION, PAIR_VERSION, GradeItem, Judge, PairItem
+from .models import cache_dir
+from .prompts import builtin_path
+
+KINDS = ("pairwise", "pointwise", "pairwise_anchor", "classifier")
+
+
+@dataclass
+class CheckResult:
+    judge_id: str
+    kind: str
+    mode: str
+    n: int
+    accuracy: stats.Estimate
+    calls_per_second: float
+    seconds: float
+    by_category: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_difficulty: dict[str, dict[str, float]] = field(default_factory=dict)
+    order_accuracy: tuple[float, float] | None = None  # better first, better second
+    first_position_rate: float | None = None
+    first_rate_by_order: tuple[float, float] | None = None
+    order_agreement: float | None = None
+    spearman: float | None = None
+    template_version: str = ""
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "accuracy"}
+        d["accuracy"] = self.accuracy.as_dict()
+        return d
+
+
+def load_labeled(labeled: Path | None, mt_judgments: Path | None, mt_answers: Path | None,
+                 mt_questions: Path | None, limit: int | None) -> tuple[list[formats.LabeledPair], str]:
+    if mt_judgments is not None:
+        if mt_answers is None or mt_questions is None:
+            raise InputError("--mt-judgments needs --mt-answers (model_answer directory) and --mt-questions")
+        pairs = formats.labeled_pairs_from_mt_judgments(mt_judgments, mt_answers, mt_questions)
+        source = str(mt_judgments)
+    else:
+        path = labeled or builtin_path("labeled_pairs.jsonl")
+        pairs = formats.load_labeled_pairs(path)
+        source = "builtin:labeled" if labeled is None else str(labeled)
+    if not pairs:
+        raise InputError(f"{source}: no labeled pairs")
+    if limit:
+        from .eval.sets import spread
+
+        pairs = spread(pairs, limit)
+    return pairs, source
+
+
+def _acc(correct: list[float]) -> stats.Estimate:
+    k = sum(correct)
+    return stats.proportion_ci(int(round(k)), len(correct)) if correct else stats.Estimate(float("nan"), 0, 0, 0)
+
+
+def _breakdown(pairs, correct: list[float], key) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for p, c in zip(pairs, correct):
+        groups[str(key(p))].append(c)
+    return {g: {"accuracy": sum(v) / len(v), "n": len(v)} for g, v in sorted(groups.items())}
+
+
+def check_pairwise(judge: Judge, pairs: list[formats.LabeledPair], source: str) -> CheckResult:
+    t0 = time.perf_counter()
+    calls0 = judge.stats.calls
+    items = []
+    for p in pairs:
+        items += [PairItem(p.prompt, p.better, p.worse), PairItem(p.prompt, p.worse, p.better)]
+    verdicts = judge.compare(items, description="judge-check pairwise")
+    seconds = time.perf_counter() - t0
+    calls = judge.stats.calls - calls0
+    correct, o1, o2, first1, first2, agree = [], [], [], [], [], []
+    for i in range(len(pairs)):
+        a, b = verdicts[2 * i], verdicts[2 * i + 1]  # better first, better second
+        pa = a.p_a if a.p_a is not None else 0.5
+        pb = b.p_a if b.p_a is not None else 0.5
+        p_better = (pa + (1 - pb)) / 2
+        correct.append(1.0 if p_better > 0.5 else 0.5 if p_better == 0.5 else 0.0)
+        o1.append(float(pa > 0.5))
+        o2.append(float(pb < 0.5))
+        first1.append(float(pa > 0.5))
+        first2.append(float(pb > 0.5))
+        agree.append(float((pa > 0.5) == (pb < 0.5)))
+    n = len(pairs)
+    return CheckResult(
+        judge.judge_id, "pairwise", judge.mode, n, _acc(correct), calls / seconds if seconds and calls else 0.0,
+        seconds, _breakdown(pairs, correct, lambda p: p.category),
+        _breakdown(pairs, correct, lambda p: p.difficulty or "-"),
+        (sum(o1) / n, sum(o2) / n), (sum(first1) + sum(first2)) / (2 * n), (sum(first1) / n, sum(first2) / n),
+        sum(agree) / n, None, PAIR_VERSION, source,
+    )
+
+
+def _score_result(kind: str, judge_id: str, mode: str, pairs, better: list[float], worse: list[float],
+                  seconds: float, calls: int, version: str, source: str) -> CheckResult:
+    correct = [1.0 if b > w else 0.5 if b == w else 0.0 for b, w in zip(better, worse)]
+    labels = [x for p in pairs for x in (p.better_score, p.worse_score)]
+    scores = [x for pair in zip(better, worse) for x in pair]
+    rho = None
+    if all(v is not None for v in labels):
+        rho = stats.spearman(scores, labels)
+    return CheckResult(judge_id, kind, mode, len(pairs), _acc(correct), calls / seconds if seconds and calls else 0.0,
+                       seconds, _breakdown(pairs, correct, lambda p: p.category),
+                       _breakdown(pairs, correct, lambda p: p.difficulty or "-"), spearman=rho,
+                       template_version=version, source=source)
+
+
+def check_pointwise(judge: Judge, pairs, source: str) -> CheckResult:
+    t0, calls0 = time.perf_counter(), judge.stats.calls
+    items = [GradeItem(p.prompt, a) for p in pairs for a in (p.better, p.worse)]
+    v = judge.grade(items, description="judge-check pointwise")
+    scores = [x.score if x.score is not None else 5.5 for x in v]
+    return _score_result("pointwise", judge.judge_id, judge.mode, pairs, scores[0::2], scores[1::2],
+                         time.perf_counter() - t0, judge.stats.calls - calls0, GRADE_VERSION, source)
+
+
+def check_reward(reward, pairs, source: str, kind: str) -> CheckResult:
+    t0 = time.perf_counter()
+    scores = reward.score([p.prompt for p in pairs], [[p.worse, p.better] for p in pairs])
+    seconds = time.perf_counter() - t0
+    # pairwise_anchor: the first response (the worse one) is the anchor and scores 0.5.
+    calls = len(pairs) * (2 if kind == "pairwise_anchor" else 2)
+    calls = len(pairs) * 2 if kind == "pairwise_anchor" else len(pairs) * 2
+    return _score_result(kind, reward.reward_id, "", pairs, [s[1] for s in scores], [s[0] for s in scores],
+                         seconds, calls, "", source)
+
+
+def cached_result_path(judge_id: str, kind: str, mode: str, version: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.@-]+", "_", judge_id)[:120]
+    return cache_dir() / "judge-checks" / f"{slug}--{kind}--{mode or 'na'}--{version or 'na'}.json"
+
+
+def save_result(result: CheckResult) -> Path:
+    from .fsutil import atomic_write_text
+
+    path = cached_result_path(result.judge_id, result.kind, result.mode, result.template_version)
+    atomic_write_text(path, json.dumps(result.as_dict(), indent=1))
+    return path
+
+
+def load_cached_result(judge_id: str, kind: str, mode: str, version: str) -> dict[str, Any] | None:
+    """A judge-check result measured earlier for exactly this judge, template and mode."""
+    for path in (cached_result_path(judge_id, kind, mode, version), _shipped_path(judge_id, kind, mode, version)):
+        if path is not None and path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def _shipped_path(judge_id: str, kind: str, mode: str, version: str) -> Path | None:
+    """Results measured for the built-in judge and shipped with evalign (docs/judges.md)."""
+    slug = re.sub(r"[^A-Za-z0-9_.@-]+", "_", judge_id)[:120]
+    p = builtin_path("judge_checks") / f"{slug}--{kind}--{mode or 'na'}--{version or 'na'}.json"
+    return p
+
+
+def format_table(results: list[CheckResult]) -> str:
+    head = ("| judge / reward | kind | mode | n | accuracy % [95% CI] | better-first / better-second % "
+            "| first-position rate | order agreement | Spearman | calls/s |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        acc = f"{100 * r.accuracy.value:.1f} [{100 * r.accuracy.ci_low:.1f}, {100 * r.accuracy.ci_high:.1f}]"
+        orders = f"{100 * r.order_accuracy[0]:.0f} / {100 * r.order_accuracy[1]:.0f}" if r.order_accuracy else "—"
+        first = (f"{r.first_position_rate:.2f} ({r.first_rate_by_order[0]:.2f} / {r.first_rate_by_order[1]:.2f})"
+                 if r.first_position_rate is not None else "—")
+        agree = f"{r.order_agreement:.2f}" if r.order_agreement is not None else "—"
+        rho = f"{r.spearman:.2f}" if r.spearman is not None else "—"
+        lines.append(f"| {r.judge_id} | {r.kind} | {r.mode or '—'} | {r.n} | {acc} | {orders} | {first} | {agree} "
+                     f"| {rho} | {r.calls_per_second:.2f} |")
+    cats = sorted({c for r in results for c in r.by_category})
+    if cats:
+        lines += ["", "| kind | " + " | ".join(cats) + " | gross | subtle |",
+                  "|---|" + "---|" * (len(cats) + 2)]
+        for r in results:
+            cells = [f"{100 * r.by_category[c]['accuracy']:.0f}" if c in r.by_category else "—" for c in cats]
+            cells += [f"{100 * r.by_difficulty[d]['accuracy']:.0f}" if d in r.by_difficulty else "—"
+                      for d in ("gross", "subtle")]
+            lines.append(f"| {r.kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | None = None, kind: str = "all",
+                    labeled: Path | None = None, mt_judgments: Path | None = None, mt_answers: Path | None = None,
+                    mt_questions: Path | None = None, limit: int | None = None, variants=None,
+                    out: Path | None = None) -> list[CheckResult]:
+    from .modelpool import ModelPool
+    from .reward import ClassifierReward, JudgePairwiseAnchorReward
+    from .store import RunStore
+
+    spec = cfg.eval.judge
+    if judge:
+        spec = ModelSpec(model=judge, backend=backend or "auto")  # type: ignore[arg-type]
+    elif backend:
+        spec = spec.model_copy(update={"backend": backend})
+    kinds = list(KINDS) if kind == "all" else [k.strip() for k in kind.split(",")]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise InputError(f"unknown --kind {', '.join(unknown)}; choose from {', '.join(KINDS)} or all")
+    if kind == "all" and spec.backend != "transformers":
+        kinds = [k for k in kinds if k != "classifier"]  # a chat judge is not a classifier
+    pairs, source = load_labeled(labeled, mt_judgments, mt_answers, mt_questions, limit)
+    run_dir = out or Path("runs") / "judge-check"
+    results: list[CheckResult] = []
+    with RunStore(run_dir) as store:
+        pool = ModelPool()
+        try:
+            for k in kinds:
+                if k == "classifier":
+                    results.append(check_reward(ClassifierReward(spec), pairs, source, k))
+                    continue
+                llm = pool.get(spec)
+                j = Judge(llm, mode=cfg.eval.judge_mode, store=store, parse_retries=cfg.eval.parse_retries,
+                          max_answer_tokens=cfg.eval.max_judge_answer_tokens)
+                if k == "pairwise":
+                    results.append(check_pairwise(j, pairs, source))
+                elif k == "pointwise":
+                    results.append(check_pointwise(j, pairs, source))
+                else:
+                    results.append(check_reward(JudgePairwiseAnchorReward(j), pairs, source, k))
+        finally:
+            pool.close()
+        for r in results:
+            save_result(r)
+        from .fsutil import atomic_write_text
+
+        atomic_write_text(run_dir / "judge_check.json", json.dumps([r.as_dict() for r in results], indent=1))
+    table = format_table(results)
+    print(table)
+    print(f"labeled pairs: {source} (n={len(pairs)}); results: {run_dir / 'judge_check.json'}")
+    return results

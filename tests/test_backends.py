@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from evalign.backends.base import GenParams, sample_seed, trie_choice_logprobs
+from evalign.backends.scripted import ScriptedLLM
+from evalign.backends.transformers_backend import TransformersLLM
+from evalign.errors import ModelNotFoundError
+
+CONVS = [[{"role": "user", "content": f"Tell me about topic number {i}."}] for i in range(5)]
+PARAMS = GenParams(max_new_tokens=12, temperature=0.9, top_p=0.9)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return TransformersLLM(str(tiny_model_dir), model_id="tiny", batch_size=8)
+
+
+def test_same_seed_same_text_different_seed_different_text(tiny):
+    a = tiny.generate(CONVS, PARAMS, seeds=[1, 2, 3])
+    b = tiny.generate(CONVS, PARAMS, seeds=[1, 2, 3])
+    assert [[g.text for g in row] for row in a] == [[g.text for g in row] for row in b]
+    assert all(len(row) == 3 for row in a)
+    assert any(row[0].text != row[1].text for row in a)
+    assert all(g.seed == s for row in a for g, s in zip(row, [1, 2, 3]))
+    assert all(0 < g.completion_tokens <= PARAMS.max_new_tokens for row in a for g in row)
+
+
+def test_a_sample_does_not_depend_on_its_batch(tiny_model_dir):
+    # float64, so padding's rounding differences cannot flip a token of this near-uniform
+    # random model: what is left to differ would be the sampling itself.
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).double()
+    llm = TransformersLLM(str(tiny_model_dir), model=model, batch_size=8)
+    together = llm.generate(CONVS, PARAMS, seeds=[7, 8])
+    alone = [llm.generate([c], PARAMS, seeds=[7])[0] for c in CONVS]
+    assert [r[0].text for r in together] == [r[0].text for r in alone]
+
+
+def test_greedy_matches_transformers_generate(tiny):
+    params = GenParams(max_new_tokens=8, temperature=0.0, top_p=1.0)
+    mine = tiny.generate(CONVS[:2], params, seeds=[0])
+    tok, model = tiny.tokenizer, tiny.model
+    for conv, row in zip(CONVS[:2], mine):
+        ids = tok(tiny.render(conv), return_tensors="pt", add_special_tokens=False).input_ids
+        out = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=tiny.eos_ids)
+        ref = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert row[0].text == ref
+
+
+def test_choice_logprobs_are_exact_next_token_logprobs(tiny):
+    [lp] = tiny.choice_logprobs(CONVS[:1], ["A", "B"], assistant_prefix="Answer: ")
+    ids = tiny.encode(tiny.render(CONVS[0], "Answer: "))
+    with torch.no_grad():
+        logits = tiny.model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+    for choice, value in zip(["A", "B"], lp):
+        [tid] = tiny._continuation_ids(tiny.render(CONVS[0], "Answer: "), ids, choice)
+        assert math.isclose(value, float(logits[tid]), abs_tol=1e-4)
+
+
+def test_multi_token_choices_form_a_distribution(tiny):
+    [lp] = tiny.choice_logprobs(CONVS[:1], [str(i) for i in range(1, 11)], assistant_prefix="Rating: ")
+    total = sum(math.exp(x) for x in lp)
+    assert 0 < total <= 1.0 + 1e-6
+
+
+def test_trie_removes_the_mass_of_longer_choices():
+    # vocab: 0="1", 1="0", 2="2"; after "1", P("0") = 0.5
+    def dist(prefix):
+        if prefix == ():
+            return [math.log(0.6), math.log(0.1), math.log(0.3)]
+        return [math.log(0.25), math.log(0.5), math.log(0.25)]
+
+    lp = trie_choice_logprobs([(0,), (0, 1), (2,)], dist)
+    assert math.isclose(math.exp(lp[0]), 0.6 * 0.5)  # "1" and stop
+    assert math.isclose(math.exp(lp[1]), 0.6 * 0.5)  # "10"
+    assert math.isclose(math.exp(lp[2]), 0.3)
+
+
+def test_truncate_and_count_tokens(tiny):
+    text = "one two three four five six seven eight nine ten " * 5
+    cut = tiny.truncate(text, 5)
+    assert tiny.count_tokens(cut) <= 6 and len(cut) < len(text)
+
+
+def test_a_model_without_chat_template_is_an_error(tiny_model_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "nochat"
+    shutil.copytree(tiny_model_dir, d)
+    for f in d.glob("chat_template*"):
+        f.unlink()
+    cfg = d / "tokenizer_config.json"
+    import json
+
+    data = json.loads(cfg.read_text())
+    data.pop("chat_template", None)
+    cfg.write_text(json.dumps(data))
+    with pytest.raises(ModelNotFoundError, match="no chat template; set chat_template"):
+        TransformersLLM(str(d))
+    llm = TransformersLLM(str(d), chat_template="{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    assert llm.generate(CONVS[:1], PARAMS, [0])[0][0].completion_tokens > 0
+
+
+def test_sample_seed_mixes_prompt_and_seed():
+    assert sample_seed(1, CONVS[0]) == sample_seed(1, CONVS[0])
+    assert sample_seed(1, CONVS[0]) != sample_seed(2, CONVS[0])
+    assert sample_seed(1, CONVS[0]) != sample_seed(1, CONVS[1])
+
+
+def test_scripted_backend_records_requests():
+    llm = ScriptedLLM()
+    out = llm.generate(CONVS[:2], PARAMS, [0, 1])
+    assert len(llm.requests) == 4 and out[0][0].text != out[0][1].text
+    lp = llm.choice_logprobs(CONVS[:1], ["A", "B"])[0]
+    assert math.isclose(sum(math.exp(x) for x in lp), 1.0)
+
+
+def test_hub_id_loading_path_works_on_a_local_directory(tiny_model_dir):
+    """The path GPU users take (from_pretrained on a checkpoint) through load_llm."""
+    from evalign.backends import load_llm
+    from evalign.config import ModelSpec
+
+    llm = load_llm(ModelSpec(model=str(tiny_model_dir), backend="transformers"))
+    assert llm.generate(CONVS[:1], PARAMS, [0])[0][0].completion_tokens > 0
+    with pytest.raises(ModelNotFoundError, match="could not be loaded with transformers"):
+        load_llm(ModelSpec(model="evalign-test/does-not-exist", backend="transformers"))

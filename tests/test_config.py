@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import pytest
+
+from evalign.config import Config, apply_overrides, load_config, parse_override, preset_names, stable_hash
+from evalign.errors import ConfigError, ModelNotFoundError
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_follow_the_paper_where_it_speaks():
+    cfg = Config()
+    assert cfg.creator.metric == "gap"
+    assert cfg.creator.sampler == "weighted"
+    assert cfg.creator.sample_fraction == 0.25
+    assert cfg.creator.num_evolutions == 4
+    assert cfg.creator.operator == "evol_instruct"
+    assert (cfg.solver.mix_original, cfg.solver.mix_evolved) == (0.2, 0.8)
+    t = cfg.solver.train
+    assert (t.loss, t.beta, t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.epochs) == (
+        "dpo", 0.05, 5e-7, "cosine", 0.1, 2.0)
+    assert t.batch_size * t.gradient_accumulation_steps == 64
+    assert (cfg.solver.sampling.temperature, cfg.solver.sampling.top_p) == (0.7, 0.9)
+
+
+def test_unknown_key_is_one_line_with_a_hint(tmp_path):
+    p = write(tmp_path, "creator:\n  metirc: gap\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "unknown key 'creator.metirc'" in msg
+    assert "did you mean 'creator.metric'" in msg
+
+
+def test_wrong_type_and_out_of_range_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"solver\.num_samples") as e:
+        load_config(write(tmp_path, "solver:\n  num_samples: many\n"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"creator\.sample_fraction.*less than or equal to 1"):
+        load_config(write(tmp_path, "creator:\n  sample_fraction: 1.5\n"))
+    with pytest.raises(ConfigError, match=r"creator\.metric.*'gap'"):
+        load_config(write(tmp_path, "creator:\n  metric: entropy\n"))
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: line \d+, column \d+: malformed YAML"):
+        load_config(write(tmp_path, "run:\n  name: [unclosed\n"))
+
+
+def test_missing_config_file_and_unknown_preset(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; available: .*quickstart"):
+        load_config(preset="nope")
+
+
+def test_set_overrides_parse_yaml_values():
+    assert parse_override("solver.num_samples=6") == ("solver.num_samples", 6)
+    assert parse_override("creator.enabled=false") == ("creator.enabled", False)
+    assert parse_override("run.name=x=y") == ("run.name", "x=y")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("solver.num_samples")
+    cfg = load_config(preset="quickstart", overrides=["solver.num_samples=6", "creator.metric=variance"])
+    assert cfg.solver.num_samples == 6 and cfg.creator.metric == "variance"
+    with pytest.raises(ConfigError, match="unknown key 'solver.nope'"):
+        load_config(overrides=["solver.nope=1"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"run": {"name": "x"}}, ["run.name.sub=1"])
+
+
+def test_file_keys_override_preset_keys(tmp_path):
+    cfg = load_config(write(tmp_path, "run:\n  name: mine\n"), preset="quickstart")
+    assert cfg.run.name == "mine"
+    assert cfg.prompts.limit == load_config(preset="quickstart").prompts.limit
+
+
+@pytest.mark.parametrize("name", ["quickstart", "cpu", "paper"])
+def test_every_preset_loads_and_resolves(name):
+    assert name in preset_names()
+    cfg = load_config(preset=name)
+    # The resolved config round-trips through YAML unchanged.
+    again = Config.model_validate(__import__("yaml").safe_load(cfg.to_yaml()))
+    assert again == cfg
+
+
+def test_paper_preset_is_the_papers_setting():
+    cfg = load_config(preset="paper")
+    assert cfg.policy.model == "google/gemma-2-9b-it"
+    assert cfg.solver.reward.kind == "classifier"
+    assert "ArmoRM" in cfg.solver.reward.model.model
+    assert cfg.solver.num_samples == 6
+    assert cfg.creator.sample_fraction == 0.25 and cfg.creator.num_evolutions == 4
+    assert (cfg.solver.mix_original, cfg.solver.mix_evolved) == (0.2, 0.8)
+    t = cfg.solver.train
+    assert (t.beta, t.learning_rate, t.epochs) == (0.05, 5e-7, 2)
+
+
+def test_api_key_env_must_be_a_name_not_a_key(tmp_path):
+    with pytest.raises(ConfigError, match="NAME of an environment variable"):
+        load_config(write(tmp_path, "eval:\n  judge: {model: gpt-4o, backend: openai, api_key_env: 'sk-abc 123'}\n"))
+
+
+def test_fingerprint_is_stable_and_sensitive():
+    a, b = Config(), Config()
+    assert a.fingerprint("creator") == b.fingerprint("creator")
+    b.creator.metric = "variance"
+    assert a.fingerprint("creator") != b.fingerprint("creator")
+    assert stable_hash({"x": 1, "y": 2}) == stable_hash({"y": 2, "x": 1})
+
+
+def test_model_names_are_checked(tmp_path):
+    from evalign.models import check_model_name
+
+    check_model_name("smollm2-135m-instruct", "auto")
+    check_model_name("google/gemma-2-9b-it", "transformers")
+    check_model_name(str(tmp_path), "transformers")
+    check_model_name("gpt-4o", "openai")
+    with pytest.raises(ModelNotFoundError, match="no such file or directory"):
+        check_model_name("./missing/checkpoint", "transformers")
+    with pytest.raises(ModelNotFoundError, match="not a built-in model"):
+        check_model_name("not a model!", "transformers")

@@ -1,0 +1,179 @@
+"""The eva loop end to end on a tiny policy with scripted creator and judge backends."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from evalign.ablation import DEFAULT_ARMS, run_study
+from evalign.backends.scripted import hashed_choices, register_script
+from evalign.config import ArmSpec, validate
+from evalign.store import RunStore
+
+STAGES_WITH_CREATOR = {"seed_pool", "generate_pool", "reward_pool", "informativeness", "sample", "evolve",
+                       "filter", "generate_evolved", "reward_evolved", "pairs", "train"}
+
+
+def rewrite(conv, seed):
+    """A scripted creator: add a constraint to the prompt between <prompt> tags."""
+    text = conv[-1]["content"]
+    m = re.search(r"<prompt>\n?(.*?)\n?</prompt>", text, re.S)
+    base = m.group(1).strip() if m else "Write something."
+    return f"{base} Answer in exactly {3 + seed % 5} numbered steps, citing variant {seed % 97}."
+
+
+register_script("creator", rewrite, hashed_choices)
+register_script("junk-creator", lambda conv, seed: "", hashed_choices)
+
+_interrupt = {"at": None, "calls": 0}
+
+
+def interrupting_choices(conv, choices, prefix):
+    _interrupt["calls"] += 1
+    if _interrupt["at"] is not None and _interrupt["calls"] >= _interrupt["at"]:
+        raise KeyboardInterrupt("simulated kill")
+    return hashed_choices(conv, choices, prefix)
+
+
+register_script("judge", lambda conv, seed: "Rating: [[5]]", interrupting_choices)
+
+
+def tiny_config(tmp_path, tiny_model_dir, name="run", **sections):
+    data = {
+        "run": {"name": "t", "output_dir": str(tmp_path / name), "seed": 0, "iterations": 1},
+        "policy": {"model": str(tiny_model_dir), "backend": "transformers", "batch_size": 16},
+        "prompts": {"source": "builtin:seed", "limit": 8},
+        "creator": {"model": {"model": "creator", "backend": "scripted"}, "num_evolutions": 2,
+                    "sample_fraction": 0.5, "sampling": {"max_new_tokens": 64}},
+        "solver": {
+            "num_samples": 3,
+            "sampling": {"max_new_tokens": 8},
+            "reward": {"kind": "judge_pointwise", "model": {"model": "judge", "backend": "scripted"}},
+            "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 4, "gradient_accumulation_steps": 1,
+                      "max_length": 128, "min_pairs": 1, "warmup_ratio": 0.0},
+        },
+        "eval": {"judge": {"model": "judge", "backend": "scripted"}, "winrate_limit": 4, "mt_limit": 2,
+                 "answer_sampling": {"max_new_tokens": 8}, "bootstrap_samples": 200, "self_check": False},
+    }
+    for k, v in sections.items():
+        data[k] = {**data.get(k, {}), **v}
+    return validate(data)
+
+
+def snapshot(run_dir):
+    """Store contents that must not depend on interruptions (no timestamps, no row ids)."""
+    with RunStore(run_dir, readonly=True) as s:
+        db = s.db
+        return {
+            "prompts": sorted(tuple(r) for r in db.execute(
+                "SELECT uid, text, origin, depth, operator, mutation, template_hash FROM prompts")),
+            "generations": sorted(tuple(r) for r in db.execute("SELECT key, text FROM generations")),
+            "rewards": sorted(tuple(r) for r in db.execute("SELECT key, round(score, 9) FROM rewards")),
+            "pairs": sorted(tuple(r) for r in db.execute(
+                "SELECT stage_key, source, chosen, rejected FROM pairs")),
+            "judgments": sorted(tuple(r) for r in db.execute("SELECT key, round(coalesce(prob_a, score), 9) FROM judgments")),
+            "stages": sorted(r[0] for r in db.execute("SELECT key FROM stages WHERE status='done'")),
+        }
+
+
+@pytest.fixture(autouse=True)
+def _reset_interrupt():
+    _interrupt.update(at=None, calls=0)
+    yield
+    _interrupt.update(at=None, calls=0)
+
+
+def test_one_iteration_runs_every_stage_and_keeps_lineage(tmp_path, tiny_model_dir):
+    cfg = tiny_config(tmp_path, tiny_model_dir)
+    result = run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        names = {r["name"] for r in s.stages() if r["status"] == "done"}
+        assert STAGES_WITH_CREATOR <= names
+        evolved = s.db.execute("SELECT id, depth FROM prompts WHERE origin='evolved'").fetchall()
+        assert len(evolved) == 4 * 2  # 50% of 8 sampled, 2 chained rounds each
+        for row in evolved:
+            chain = s.lineage(row["id"])
+            assert chain[-1]["origin"] == "seed" and len(chain) == row["depth"] + 1
+        sources = {r["source"] for r in s.db.execute("SELECT source FROM pairs")}
+        assert sources == {"original", "evolved"}
+        sampled = s.db.execute("SELECT COUNT(*) FROM prompt_events WHERE kind='sampled'").fetchone()[0]
+        assert sampled == 4
+        study = json.loads(s.get_meta("study"))
+    ckpt = study["arms"]["eva"]["seeds"]["0"]["checkpoint"]
+    assert (tmp_path / "run" / "checkpoints").exists() and ckpt.startswith(str(tmp_path / "run"))
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(ckpt)  # a plain, loadable HF directory
+    report = tmp_path / "run" / "report"
+    for name in ("results.md", "results.csv", "results.json", "report.html"):
+        assert (report / name).is_file()
+    assert "| eva |" in result.table_markdown and "| theta0 |" in result.table_markdown
+
+
+def test_a_rerun_redoes_no_work(tmp_path, tiny_model_dir):
+    cfg = tiny_config(tmp_path, tiny_model_dir)
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    before = snapshot(cfg.run_dir)
+    _interrupt["at"] = 1  # any judge call now would raise
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    assert snapshot(cfg.run_dir) == before
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        uses = json.loads(s.get_meta("study"))["stage_uses"]
+    second = uses[len(uses) // 2:]
+    assert second and all(u["reused"] for u in second)
+
+
+def test_resume_after_a_kill_mid_stage_ends_like_an_uninterrupted_run(tmp_path, tiny_model_dir):
+    clean = tiny_config(tmp_path, tiny_model_dir, name="clean")
+    run_study(clean, arms=[ArmSpec(name="eva")], single=True)
+    _interrupt.update(at=None, calls=0)
+
+    killed = tiny_config(tmp_path, tiny_model_dir, name="killed")
+    _interrupt.update(at=30, calls=0)  # inside the evolved prompts' reward stage
+    with pytest.raises(KeyboardInterrupt):
+        run_study(killed, arms=[ArmSpec(name="eva")], single=True)
+    with RunStore(killed.run_dir, readonly=True) as s:
+        partial = s.db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0]
+        running = [r["name"] for r in s.stages() if r["status"] == "running"]
+    assert partial > 0 and running  # killed mid-stage with work committed
+    _interrupt.update(at=None, calls=0)
+    run_study(killed, arms=[ArmSpec(name="eva")], single=True)
+    a, b = snapshot(clean.run_dir), snapshot(killed.run_dir)
+    assert a == b
+
+
+def test_arms_share_equal_stages(tmp_path, tiny_model_dir):
+    cfg = tiny_config(tmp_path, tiny_model_dir)
+    arms = [a for a in DEFAULT_ARMS if a.name in ("no-creator", "eva", "metric-variance", "op-self_instruct")]
+    run_study(cfg, arms=arms)
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        study = json.loads(s.get_meta("study"))
+    uses = study["stage_uses"]
+    computed = [(u["name"], u["arm"]) for u in uses if not u["reused"]]
+    # θ0's samples and rewards: computed once, reused by every other arm.
+    assert [n for n, _ in computed].count("generate_pool") == 1
+    assert [n for n, _ in computed].count("reward_pool") == 1
+    # eva and op-self_instruct differ only in the operator: one sample stage between them;
+    # metric-variance samples differently.
+    assert [n for n, _ in computed].count("sample") == 2
+    assert [n for n, _ in computed].count("evolve") == 3
+    reused = {(u["name"], u["arm"]) for u in uses if u["reused"]}
+    assert ("sample", "op-self_instruct") in reused
+    assert study["arms"]["no-creator"]["seeds"]["0"]["summary"]["iteration_1"].get("sampled") is None
+    table = (tmp_path / "run" / "report" / "results.md").read_text()
+    for arm in ("theta0", "no-creator", "eva", "metric-variance", "op-self_instruct"):
+        assert f"| {arm} |" in table
+
+
+def test_a_creator_that_returns_junk_leaves_the_iteration_running(tmp_path, tiny_model_dir, caplog):
+    cfg = tiny_config(tmp_path, tiny_model_dir, creator={"model": {"model": "junk-creator", "backend": "scripted"}})
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        study = json.loads(s.get_meta("study"))
+        reasons = [r["detail"] for r in s.db.execute("SELECT detail FROM prompt_events WHERE kind='filter'")]
+    summary = study["arms"]["eva"]["seeds"]["0"]["summary"]["iteration_1"]
+    assert summary["kept"] == 0 and summary["filtered"] == {"empty": summary["evolved"]}
+    assert reasons and set(reasons) == {"empty"}
+    assert summary["train_pairs"] > 0  # trained on the buffer of original prompts

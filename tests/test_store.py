@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from evalign.errors import RunInUseError
+from evalign.store import SCHEMA_VERSION, RunStore, key_of, sha
+
+
+def test_schema_is_plain_sqlite_with_wal(tmp_path):
+    with RunStore(tmp_path / "run"):
+        pass
+    db = sqlite3.connect(tmp_path / "run" / "run.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"prompts", "generations", "rewards", "pairs", "judgments", "metrics", "stages"} <= tables
+
+
+def test_prompts_are_idempotent_and_lineage_walks_to_the_seed(tmp_path):
+    with RunStore(tmp_path) as s:
+        [seed] = s.add_prompts([{"uid": "seed:1", "text": "Write a poem.", "origin": "seed"}])
+        [a] = s.add_prompts([{"uid": "e:1", "text": "Write a sonnet.", "origin": "evolved", "parent_id": seed,
+                              "root_id": seed, "depth": 1, "operator": "evol_instruct", "mutation": "deepen"}])
+        [b] = s.add_prompts([{"uid": "e:2", "text": "Write a sonnet on rain.", "origin": "evolved", "parent_id": a,
+                              "root_id": seed, "depth": 2, "operator": "evol_instruct", "mutation": "concretize"}])
+        assert s.add_prompts([{"uid": "e:2", "text": "ignored", "origin": "evolved"}]) == [b]
+        chain = s.lineage(b)
+        assert [r["id"] for r in chain] == [b, a, seed]
+        assert s.prompts([seed])[0]["root_id"] == seed
+        assert chain[0]["mutation"] == "concretize"
+
+
+def test_cache_put_keeps_the_first_write_and_transactions_roll_back(tmp_path):
+    with RunStore(tmp_path) as s:
+        row = {"key": "k1", "model_id": "m", "prompt_sha": "p", "params_sha": "x", "sample_index": 0, "seed": 1,
+               "text": "first", "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": "stop"}
+        s.put("generations", [row])
+        s.put("generations", [{**row, "text": "second"}])
+        assert s.cached("generations", ["k1", "missing"])["k1"]["text"] == "first"
+        with pytest.raises(RuntimeError):
+            with s.transaction():
+                s.put("generations", [{**row, "key": "k2"}])
+                raise RuntimeError("killed mid-transaction")
+        assert "k2" not in s.cached("generations", ["k2"])
+
+
+def test_stage_is_done_only_after_finish(tmp_path):
+    with RunStore(tmp_path) as s:
+        s.begin_stage("st", "generate", "eva", 1)
+        assert s.stage_outputs("st") is None
+        s.finish_stage("st", {"n": 3}, 1.5)
+        assert s.stage_outputs("st") == {"n": 3}
+    with RunStore(tmp_path) as s:  # survives reopening
+        assert s.stage_outputs("st") == {"n": 3}
+
+
+def test_a_second_process_gets_a_one_line_in_use_error(tmp_path):
+    with RunStore(tmp_path):
+        code = (
+            "import sys\nfrom evalign.store import RunStore\nfrom evalign.errors import RunInUseError\n"
+            f"try:\n    RunStore({str(tmp_path)!r})\nexcept RunInUseError as e:\n    print(e); sys.exit(3)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3
+    assert f"is in use by PID" in out.stdout and out.stdout.count("\n") == 1
+    with RunStore(tmp_path):  # released once the holder closes
+        pass
+
+
+def test_same_process_cannot_open_a_locked_run_twice(tmp_path):
+    with RunStore(tmp_path):
+        with pytest.raises(RunInUseError):
+            RunStore(tmp_path)
+
+
+def test_keys_are_stable():
+    assert key_of("gen", "m", 1) == key_of("gen", "m", 1)
+    assert key_of("gen", "m", 1) != key_of("gen", "m", 2)
+    assert sha("x") == sha("x") and len(sha("x")) == 24
