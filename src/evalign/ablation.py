@@ -22,6 +22,7 @@ from .config import ArmSpec, Config, apply_overrides, validate
 from .errors import ConfigError
 from .evaluate import Answers, store_scores, store_win_rate
 from .judging import PAIR_VERSION
+from .store import key_of
 from .loop import ArmState, Runner
 from .modelpool import spec_model_id
 from .progress import say
@@ -123,6 +124,11 @@ def _load_study(s: Session) -> dict[str, Any]:
 
 
 def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list[str], n_seeds: int) -> None:
+    """Win rates and scores of every arm, judged in one batch so the judge's KV cache is
+    reused across arms (θ0's answer opens half of all pairwise prompts for a question)."""
+    from .eval.score import grade_items
+    from .eval.winrate import pair_items
+
     ev = s.evaluator
     assert ev is not None
     cfg = s.cfg
@@ -147,47 +153,64 @@ def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list
     theta = study["arms"].setdefault(THETA0, {"description": "starting policy θ0 (no training)", "seeds": {}})
     theta_entry = theta["seeds"].setdefault("0", {"policy_id": theta0_id, "checkpoint": cfg.policy.model})
 
-    def eval_stage(name: str, inputs: dict[str, Any], fn) -> dict[str, Any]:
-        return runner.stage(name, "eval", 0, {**inputs, "eval": eval_fp, "judge": judge_id}, fn)
+    # The plan: (entry, metric name, stage name, stage inputs, model, baseline or None).
+    theta0 = (theta0_id, None, 0)
+    plan: list[tuple[dict, str, str, dict, tuple, tuple | None]] = []
 
-    def score_stage(arm_label: str, policy_id: str, path: str | None) -> str:
-        def run(key: str) -> dict[str, Any]:
-            calls = ev.judge.stats.calls
-            sc = ev.scores(answers(policy_id, path), label=f"{arm_label} score")
-            store_scores(s.store, key, arm_label, "score", sc)
-            return {"calls": ev.judge.stats.calls - calls}
+    def add_score(entry, policy):
+        plan.append((entry, "score", "eval_score", {"policy": policy[0]}, policy, None))
 
-        return eval_stage("eval_score", {"policy": policy_id}, run)["_key"]
+    def add_winrate(entry, name, policy, base):
+        inputs = {"policy": policy[0], "baseline": base[0], "offset": base[2]}
+        plan.append((entry, name, "eval_winrate", inputs, policy, base))
 
-    def winrate_stage(arm_label: str, name: str, policy_id: str, path: str | None, base_id: str,
-                      base_path: str | None, base_offset: int = 0) -> str:
-        def run(key: str) -> dict[str, Any]:
-            model = answers(policy_id, path)
-            base = answers(base_id, base_path, base_offset)
-            calls = ev.judge.stats.calls
-            wr = ev.win_rate(model, base, label=f"{arm_label} {name}")
-            store_win_rate(s.store, key, arm_label, name, wr)
-            return {"calls": ev.judge.stats.calls - calls}
-
-        return eval_stage("eval_winrate", {"policy": policy_id, "baseline": base_id, "offset": base_offset}, run)["_key"]
-
-    theta_entry["eval"] = {"score": score_stage(THETA0, theta0_id, None)}
+    add_score(theta_entry, theta0)
     if cfg.eval.self_check:
-        theta_entry["eval"]["win_rate_vs_theta0"] = winrate_stage(
-            THETA0, "win_rate_vs_theta0", theta0_id, None, theta0_id, None, base_offset=1)
+        add_winrate(theta_entry, "win_rate_vs_theta0", theta0, (theta0_id, None, 1))
     for seed_index in range(n_seeds):
         baseline = study["arms"].get(BASELINE_ARM, {}).get("seeds", {}).get(str(seed_index))
         for name in arm_names:
             entry = study["arms"][name]["seeds"][str(seed_index)]
-            pid, path = entry["policy_id"], checkpoint(entry["checkpoint"])
-            evals = {"win_rate_vs_theta0": winrate_stage(name, "win_rate_vs_theta0", pid, path, theta0_id, None),
-                     "score": score_stage(name, pid, path)}
+            policy = (entry["policy_id"], checkpoint(entry["checkpoint"]), 0)
+            add_winrate(entry, "win_rate_vs_theta0", policy, theta0)
+            add_score(entry, policy)
             if baseline is not None and name != BASELINE_ARM:
-                evals["win_rate_vs_baseline"] = winrate_stage(
-                    name, "win_rate_vs_baseline", pid, path, baseline["policy_id"], checkpoint(baseline["checkpoint"]))
-            lengths = answers(pid, path).winrate
-            entry["eval"] = evals
-            entry["mean_answer_chars"] = sum(map(len, lengths)) / max(1, len(lengths))
-    t_answers = answers(theta0_id, None).winrate
-    theta_entry["mean_answer_chars"] = sum(map(len, t_answers)) / max(1, len(t_answers))
+                add_winrate(entry, "win_rate_vs_baseline", policy,
+                            (baseline["policy_id"], checkpoint(baseline["checkpoint"]), 0))
+
+    def key(stage: str, inputs: dict) -> dict:
+        return {**inputs, "eval": eval_fp, "judge": judge_id}
+
+    todo = [job for job in plan if s.store.stage_outputs(key_of(job[2], key(job[2], job[3]))) is None]
+    if todo:  # answer first, then judge everything still missing in one pass
+        pairs, grades = [], []
+        for _, metric, _, _, model, base in todo:
+            m = answers(*model)
+            if base is None:
+                grades += grade_items(ev.questions, m.mt)[0]
+            else:
+                pairs += pair_items([p.prompt for p in ev.prompts], m.winrate, answers(*base).winrate)
+        ev.judge.compare(pairs, description="judging win rates")
+        ev.judge.grade(grades, description="grading answers")
+
+    for entry, metric, stage, inputs, model, base in plan:
+        label = next((n for n, a in study["arms"].items() for e in a["seeds"].values() if e is entry), "?")
+
+        def run(k: str, metric=metric, model=model, base=base, label=label) -> dict[str, Any]:
+            calls = ev.judge.stats.calls
+            if base is None:
+                store_scores(s.store, k, label, metric, ev.scores(answers(*model), label=f"{label} score"))
+            else:
+                wr = ev.win_rate(answers(*model), answers(*base), label=f"{label} {metric}")
+                store_win_rate(s.store, k, label, metric, wr)
+            return {"calls": ev.judge.stats.calls - calls}
+
+        out = runner.stage(stage, label, 0, key(stage, inputs), run)
+        entry.setdefault("eval", {})[metric] = out["_key"]
+    for name, arm in study["arms"].items():
+        for entry in arm["seeds"].values():
+            if "policy_id" in entry and entry.get("eval"):
+                policy = (entry["policy_id"], checkpoint(entry["checkpoint"]), 0)
+                lengths = answers(*policy).winrate
+                entry["mean_answer_chars"] = sum(map(len, lengths)) / max(1, len(lengths))
     s.pool.release_policy()

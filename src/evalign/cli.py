@@ -101,6 +101,8 @@ def eval_(
                                                     "itself, resampled with another seed).")] = None,
     baseline_answers: Annotated[Optional[Path], typer.Option(
         "--baseline-answers", help="Reference answers: AlpacaEval JSON or Arena-Hard answer JSONL.")] = None,
+    baseline_mt_answers: Annotated[Optional[Path], typer.Option(
+        "--baseline-mt-answers", help="With --baseline-answers: MT-Bench model_answer JSONL, to score the baseline too.")] = None,
     config: ConfigArg = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -113,7 +115,8 @@ def eval_(
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
-    evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers, out_dir=out, verbose=verbose)
+    evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers,
+                    baseline_mt_answers=baseline_mt_answers, out_dir=out, verbose=verbose)
 
 
 @app.command()

@@ -52,8 +52,19 @@ def load_reference_answers(path: Path, prompts) -> list[str]:
     return [by_id[p.id] for p in prompts]
 
 
+def load_reference_mt_answers(path: Path, questions) -> list[list[str]]:
+    """Baseline answers to the MT questions from an MT-Bench model_answer JSONL."""
+    by_id = {str(k): v for k, v in formats.load_mt_answers(path).items()}
+    missing = [str(q.question_id) for q in questions if str(q.question_id) not in by_id]
+    if missing:
+        raise InputError(f"{path}: no answer for question ids {', '.join(missing[:5])}; "
+                         "use answers to the same question file as eval.mt_questions")
+    return [by_id[str(q.question_id)] for q in questions]
+
+
 def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, baseline_answers: Path | None = None,
-                    out_dir: Path | None = None, verbose: bool = False) -> EvalOutcome:
+                    baseline_mt_answers: Path | None = None, out_dir: Path | None = None,
+                    verbose: bool = False) -> EvalOutcome:
     run_dir = out_dir or Path("runs") / f"eval-{_slug(model)}"
     cfg = cfg.model_copy(deep=True)
     cfg.run.output_dir = str(run_dir)
@@ -70,7 +81,8 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         label_b = "self, resampled"
         base_score = None
         if baseline_answers is not None:
-            base = Answers(f"file:{baseline_answers.name}", load_reference_answers(baseline_answers, ev.prompts), [])
+            mt = load_reference_mt_answers(baseline_mt_answers, ev.questions) if baseline_mt_answers else []
+            base = Answers(f"file:{baseline_answers.name}", load_reference_answers(baseline_answers, ev.prompts), mt)
             label_b = str(baseline_answers)
         elif baseline is not None:
             bspec = spec.model_copy(update={"model": baseline})

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import creator
+from . import creator, faults
 from .backends.base import GenParams
 from .config import Config
 from .generation import CachedLLM, cached_generate, user
@@ -91,9 +91,11 @@ class Runner:
             log_event(log, "stage reused", stage=name, arm=arm, iteration=iteration, key=key)
             return {**done, "_key": key}
         self.store.begin_stage(key, name, arm, iteration)
+        faults.point(f"stage:{name}:begin")
         t0 = time.perf_counter()
         out = fn(key)
         seconds = time.perf_counter() - t0
+        faults.point(f"stage:{name}:end")
         out["_seconds"] = seconds
         self.store.finish_stage(key, out, seconds)
         self.uses.append(StageUse(arm, iteration, name, key, False, seconds, seconds, int(out.get("calls", 0))))
@@ -195,7 +197,7 @@ class Runner:
             if cfg.prompts.schedule == "evolve" and creator_on:
                 next_ids = sorted({p.prompt_id for p in pairs}) or pool_ids
             summary["train_pairs"] = pairs_out["n"]
-            self.train_step(cfg, arm, it, state, pairs_out["_key"])
+            self.train_step(cfg, arm, it, state, pairs_out["_key"], pairs_out["content"])
             state.summary[f"iteration_{it}"] = summary
             pool_ids = chunks[it] if chunks and it < len(chunks) else next_ids
         self.pool.release_policy()
@@ -203,7 +205,10 @@ class Runner:
 
     def _store_pairs(self, key: str, pairs: list[Pair]) -> dict[str, Any]:
         self.store.put_pairs(key, [p.as_row() for p in pairs])
-        return {"n": len(pairs), "by_source": dict(Counter(p.source for p in pairs))}
+        # Training is keyed by what it learns from, not by where the pairs came from: two arms
+        # whose creators happened to produce the same pairs share one checkpoint.
+        content = sha(json.dumps([[p.prompt, p.chosen, p.rejected] for p in pairs], ensure_ascii=False))
+        return {"n": len(pairs), "by_source": dict(Counter(p.source for p in pairs)), "content": content}
 
     def creator_step(self, cfg: Config, arm: str, it: int, state: ArmState, pool_ids: list[int], texts: list[str],
                      rewards: list[list[float]], reward_key: str) -> tuple[list[Pair], list[int], dict[str, Any]]:
@@ -292,7 +297,7 @@ class Runner:
         row = self.store.prompts([prompt_id])[0]
         return row["root_id"] or row["id"]
 
-    def train_step(self, cfg: Config, arm: str, it: int, state: ArmState, pairs_key: str) -> None:
+    def train_step(self, cfg: Config, arm: str, it: int, state: ArmState, pairs_key: str, pairs_content: str) -> None:
         tc = cfg.solver.train
         base_path = self._trainable_path(cfg, state)
 
@@ -312,7 +317,7 @@ class Runner:
                 result = train_preference(base_path, pairs, tc, out_dir, seed=seed, quiet=is_quiet())
             return result.as_dict()
 
-        out = self.stage("train", arm, it, {"policy": state.policy_id, "pairs": pairs_key,
+        out = self.stage("train", arm, it, {"policy": state.policy_id, "pairs": pairs_content,
                                            "train": tc.model_dump(mode="json"), "seed": cfg.run.seed}, train)
         if out.get("skipped"):
             say(f"  train: skipped ({out.get('reason')})")

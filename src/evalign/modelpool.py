@@ -4,6 +4,10 @@ The creator, the reward judge and the evaluation judge are often the same model 
 built-in 1.5B on CPU); the pool loads it once. Models are wrapped in :class:`LazyLLM`, whose
 ``model_id`` is known from the config alone, so a resumed run whose work is all cached never
 loads a model at all. Only one policy checkpoint is kept in memory at a time.
+
+With ``executor="ray"`` (``run.executor``) every local model -- creator, judge, the policy's
+sampling -- is served by ``ray.num_workers`` Ray actors (:class:`backends.ray_pool.RayLLM`);
+API models stay in the driver, and so does the classifier reward model (``reward.py``).
 """
 
 from __future__ import annotations
@@ -73,10 +77,30 @@ def spec_model_id(spec: ModelSpec, path: str | None = None) -> str:
 
 
 class ModelPool:
-    def __init__(self, budget=None) -> None:
+    def __init__(self, budget=None, *, executor: str = "inprocess", ray_cfg=None) -> None:
+        """``executor``: "inprocess" (default) or "ray"; ``ray_cfg``: ``config.RayConfig``
+        (address None starts a local cluster of ``num_workers`` CPUs when first needed)."""
         self.budget = budget
+        self.executor = executor
         self._shared: dict[str, LazyLLM] = {}
         self._policy: LazyLLM | None = None
+        self._ray_started = False
+        if executor == "ray":
+            from .backends.ray_pool import require_ray
+            from .config import RayConfig
+
+            require_ray()
+            self.ray_cfg = ray_cfg or RayConfig()
+        else:
+            self.ray_cfg = ray_cfg
+
+    def _load(self, spec: ModelSpec, model_id: str, path: str | Path | None = None) -> LLM:
+        if self.executor == "ray" and resolve_backend(spec) != "openai":
+            from .backends.ray_pool import RayLLM, ensure_ray
+
+            self._ray_started |= ensure_ray(self.ray_cfg)
+            return RayLLM(spec, self.ray_cfg.num_workers, model_id=model_id, path=path)
+        return load_llm(spec, model_id=model_id, budget=self.budget, path=path)
 
     def get(self, spec: ModelSpec) -> LazyLLM:
         """A creator/judge model, shared by every role with an equal spec."""
@@ -84,7 +108,7 @@ class ModelPool:
         if key not in self._shared:
             mid = spec_model_id(spec)
             self._shared[key] = LazyLLM(
-                lambda: load_llm(spec, model_id=mid, budget=self.budget), mid, resolve_backend(spec) != "openai"
+                lambda: self._load(spec, mid), mid, resolve_backend(spec) != "openai"
             )
         return self._shared[key]
 
@@ -94,7 +118,7 @@ class ModelPool:
             return self._policy
         if self._policy is not None:
             self._policy.close()
-        self._policy = LazyLLM(lambda: load_llm(spec, model_id=policy_id, path=path), policy_id, True)
+        self._policy = LazyLLM(lambda: self._load(spec, policy_id, path), policy_id, True)
         return self._policy
 
     def release_policy(self) -> None:
@@ -107,3 +131,8 @@ class ModelPool:
         for llm in self._shared.values():
             llm.close()
         self._shared.clear()
+        if self._ray_started:
+            import ray
+
+            ray.shutdown()
+            self._ray_started = False

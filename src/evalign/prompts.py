@@ -134,7 +134,9 @@ def _read_hf(spec: str, field: str) -> list[PromptRecord]:
     name, _, split = spec.partition(":")
     split = split or "train"
     try:
-        if Path(name).is_dir() and (Path(name) / "dataset_info.json").exists():
+        saved = Path(name).is_dir() and any(
+            (Path(name) / f).exists() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
+        if saved:  # a datasets.save_to_disk directory
             ds = datasets.load_from_disk(name)
             ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         else:

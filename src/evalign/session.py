@@ -48,7 +48,7 @@ def open_run(cfg: Config, *, verbose: bool = False, with_eval: bool = True) -> I
         setup_logging(cfg.run_dir, verbose=verbose)
         store.save_config(cfg.to_yaml(), versions())
         budget = Budget(cfg.budget, path=cfg.run_dir / "budget.json")
-        pool = ModelPool(budget)
+        pool = ModelPool(budget, executor=cfg.run.executor, ray_cfg=cfg.run.ray)
         evaluator = Evaluator(cfg.eval, store, pool) if with_eval and cfg.eval.enabled else None
         try:
             yield Session(cfg, store, pool, evaluator)

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import faults
 from .errors import RunInUseError
 from .fsutil import atomic_write_text, remove_stale_temporaries
 
@@ -371,6 +372,7 @@ class RunStore:
                 f"INSERT OR IGNORE INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                 [[r.get(c, now) if c == "created_at" else r.get(c) for c in cols] for r in rows],
             )
+        faults.point(f"commit:{table}")
 
     # ------------------------------------------------------------------ pairs and metrics
 

@@ -36,10 +36,21 @@ def hashed_choices(conversation: Conversation, choices: Sequence[str], prefix: s
     return [r - norm for r in raw]
 
 
+def rewrite_generate(conversation: Conversation, seed: int) -> str:
+    """A creator stand-in: the prompt between <prompt> tags with a seed-dependent constraint."""
+    import re
+
+    text = conversation[-1]["content"]
+    m = re.search(r"<prompt>\n?(.*?)\n?</prompt>", text, re.S)
+    base = m.group(1).strip() if m else "Write something useful."
+    return f"{base} Answer in exactly {3 + seed % 5} numbered steps, citing variant {seed % 97}."
+
+
 #: Named scripts for ``backend: scripted`` (``model`` picks one); tests may register more.
 SCRIPTS: dict[str, tuple[GenerateFn, ChoiceFn]] = {
     "echo": (echo_generate, hashed_choices),
     "uniform": (echo_generate, uniform_choices),
+    "rewrite": (rewrite_generate, hashed_choices),
 }
 
 

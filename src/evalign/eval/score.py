@@ -32,6 +32,19 @@ class Scores:
                 "per_category": self.per_category, "scores": self.scores, "parse_failures": self.parse_failures}
 
 
+def grade_items(questions: Sequence[MTQuestion], answers: Sequence[Sequence[str]]
+                ) -> tuple[list[GradeItem], list[tuple[int, int]]]:
+    """One item per answered turn (with earlier turns as context), and its (question, turn)."""
+    items, where = [], []
+    for qi, (q, ans) in enumerate(zip(questions, answers)):
+        for t, (turn, answer) in enumerate(zip(q.turns, ans)):
+            ref = q.reference[t] if q.reference and t < len(q.reference) else None
+            context = tuple((q.turns[k], ans[k]) for k in range(t))
+            items.append(GradeItem(turn, answer, ref, context))
+            where.append((qi, t))
+    return items, where
+
+
 def judge_scores(
     judge: Judge,
     questions: Sequence[MTQuestion],
@@ -41,13 +54,7 @@ def judge_scores(
     seed: int = 0,
     description: str = "grading answers",
 ) -> Scores:
-    items, where = [], []
-    for qi, (q, ans) in enumerate(zip(questions, answers)):
-        for t, (turn, answer) in enumerate(zip(q.turns, ans)):
-            ref = q.reference[t] if q.reference and t < len(q.reference) else None
-            context = tuple((q.turns[k], ans[k]) for k in range(t))
-            items.append(GradeItem(turn, answer, ref, context))
-            where.append((qi, t))
+    items, where = grade_items(questions, answers)
     verdicts = judge.grade(items, description=description)
     scores: list[list[float | None]] = [[None] * len(q.turns) for q in questions]
     failures = 0

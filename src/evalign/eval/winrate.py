@@ -42,6 +42,16 @@ class WinRate:
                 "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline}
 
 
+def pair_items(questions: Sequence[str], model_answers: Sequence[str], baseline_answers: Sequence[str],
+               references: Sequence[str | None] | None = None) -> list[PairItem]:
+    """Both orders per prompt: model first, then baseline first."""
+    refs = references or [None] * len(questions)
+    items = []
+    for q, m, b, r in zip(questions, model_answers, baseline_answers, refs):
+        items += [PairItem(q, m, b, r), PairItem(q, b, m, r)]
+    return items
+
+
 def judge_win_rate(
     judge: Judge,
     questions: Sequence[str],
@@ -53,10 +63,7 @@ def judge_win_rate(
     seed: int = 0,
     description: str = "judging win rate",
 ) -> WinRate:
-    refs = references or [None] * len(questions)
-    items = []
-    for q, m, b, r in zip(questions, model_answers, baseline_answers, refs):
-        items += [PairItem(q, m, b, r), PairItem(q, b, m, r)]
+    items = pair_items(questions, model_answers, baseline_answers, references)
     verdicts = judge.compare(items, description=description)
     outcomes: list[float | None] = []
     wins = ties = losses = failures = first = judged = 0

@@ -112,7 +112,6 @@ def collect(store: RunStore) -> dict[str, Any]:
             "seconds_now": sum(u["seconds"] for u in arm_uses),
             "creator_calls": sum(u["calls"] for u in arm_uses if u["name"] == "evolve"),
             "reward_calls": sum(u["calls"] for u in arm_uses if u["name"].startswith("reward")),
-            "judge_calls": sum(u["calls"] for u in uses if u["name"].startswith("eval_") and u.get("arm") == name),
             "checkpoints": [s.get("checkpoint") for s in seeds.values()],
             "creator_enabled": any(s.get("creator_enabled") for s in seeds.values()),
         })
@@ -197,14 +196,20 @@ def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _add_eval_calls(rows, uses, study, store) -> None:
-    """Judge calls per arm: the evaluation stages whose keys the arm's seeds point to."""
-    by_key = {}
-    for u in uses:
-        by_key.setdefault(u["key"], 0)
-        by_key[u["key"]] += u["calls"]
+    """Judgments each arm's evaluation rests on (two orders per win-rate prompt, one per graded
+    turn), whether this run made them or found them cached."""
     for row in rows:
-        keys = {k for s in study["arms"][row["arm"]]["seeds"].values() for k in s.get("eval", {}).values()}
-        row["judge_calls"] = sum(by_key.get(k, 0) for k in keys)
+        n = 0
+        for seed in study["arms"][row["arm"]]["seeds"].values():
+            for metric, key in seed.get("eval", {}).items():
+                m = _metric(store, key, metric)
+                if not m:
+                    continue
+                if "outcomes" in m:
+                    n += 2 * len(m["outcomes"])
+                else:
+                    n += sum(s is not None for r in m.get("scores", []) for s in r)
+        row["judge_calls"] = n
 
 
 def _sharing(uses: list[dict[str, Any]]) -> dict[str, Any]:

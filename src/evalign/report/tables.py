@@ -58,7 +58,7 @@ COLUMNS = [
     ("evolved kept / filtered", lambda r: f"{r['kept']} / {sum(r['filtered'].values())}" if r.get("evolved") else "—"),
     ("compute (s)", lambda r: _opt(r.get("compute_seconds"))),
     ("creator calls", lambda r: str(r.get("creator_calls", 0))),
-    ("judge calls", lambda r: str(r.get("judge_calls", 0))),
+    ("judgments", lambda r: str(r.get("judge_calls", 0))),
 ]
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import faults
 from ..config import TrainConfig
 from ..fsutil import atomic_dir, atomic_write_text
 
@@ -39,12 +40,21 @@ class TrainResult:
         return {k: getattr(self, k) for k in ("checkpoint", "n_pairs", "steps", "seconds", "losses", "skipped", "reason")}
 
 
-def _dtype(cfg: TrainConfig):
+def _mixed_bf16(cfg: TrainConfig) -> bool:
+    """bf16 compute: on GPUs by default; on CPUs when asked (twice as fast where the CPU has
+    AVX512-BF16; see docs/performance.md)."""
     import torch
 
-    if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available()):
-        return torch.bfloat16
-    return torch.float32
+    return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available())
+
+
+def _weights_dtype(cfg: TrainConfig):
+    """Weights (and optimizer state) stay fp32 on CPU: bf16 compute runs under autocast, so
+    small updates do not vanish in bf16 rounding. GPU setups keep bf16 weights, as the
+    paper's DeepSpeed runs do (ZeRO keeps fp32 master copies)."""
+    import torch
+
+    return torch.bfloat16 if _mixed_bf16(cfg) and torch.cuda.is_available() else torch.float32
 
 
 def to_dataset(pairs: Sequence[dict]):
@@ -74,7 +84,7 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
         activation_checkpointing=cfg.gradient_checkpointing,
-        bf16=_dtype(cfg) == torch.bfloat16,
+        bf16=_mixed_bf16(cfg),
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
         data_seed=seed,
@@ -140,7 +150,7 @@ def train_preference(
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_dtype(cfg), use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_weights_dtype(cfg), use_safetensors=True)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         workdir = str(tmp / "_trainer")
@@ -149,7 +159,6 @@ def train_preference(
         trained = trainer.model
         if cfg.lora.enabled:
             trained = trained.merge_and_unload()
-        trained = trained.to(torch.float32) if cfg.dtype == "auto" and not torch.cuda.is_available() else trained
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -157,6 +166,7 @@ def train_preference(
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)
+        faults.point("checkpoint:written")
         atomic_write_text(tmp / "evalign_train.json", json.dumps(
             {"base": base_path, "n_pairs": len(pairs), "steps": steps, "losses": losses,
              "config": cfg.model_dump(mode="json"), "seed": seed}, indent=1))

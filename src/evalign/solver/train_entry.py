@@ -1,0 +1,143 @@
+"""Entry point of a launched training job: ``python -m evalign.solver.train_entry JOB.json``.
+
+Started by :mod:`evalign.solver.launch` under ``accelerate launch``, once per process (rank).
+It trains like :func:`evalign.solver.train.train_preference` -- the same TRL trainer built
+by ``train._trainer`` from the same TrainConfig, seed and pairs -- but saves the way a
+multi-process job must:
+
+* every rank calls ``trainer.save_model``: under DeepSpeed ZeRO-3 that gathers the sharded
+  parameters into one 16-bit state dict (the shipped zero3.yaml sets
+  ``zero3_save_16bit_model``), under FSDP into a full state dict
+  (``fsdp_state_dict_type: FULL_STATE_DICT``); the trainer writes on the main process only;
+* only the main process writes the tokenizer, ``evalign_train.json`` and ``result.json``, and
+  renames the finished directory into place, so the checkpoint is complete or absent;
+* LoRA adapters are saved by the trainer and merged into the base on the main process, on
+  CPU (``merge_and_unload`` cannot run on ZeRO-3 shards);
+* with bf16 under DDP or FSDP the model is loaded in float32 and trained with bf16 autocast:
+  the optimizer then updates float32 master weights (DeepSpeed keeps its own fp32 masters,
+  so under ZeRO-3 the model is loaded in bf16). A pure-bf16 AdamW step at the paper's
+  lr 5e-7 would round most updates away.
+
+With one process this gives the checkpoint in-process training gives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..fsutil import atomic_write_text
+from .train import TrainResult, _dtype, _trainer, to_dataset
+
+log = logging.getLogger("evalign.solver.train_entry")
+
+
+def read_job(path: str | os.PathLike[str]) -> dict:
+    job = json.loads(Path(path).read_text(encoding="utf-8"))
+    job["train"] = TrainConfig.model_validate(job["train"])
+    with open(job["pairs"], encoding="utf-8") as fh:
+        job["pairs_list"] = [json.loads(line) for line in fh if line.strip()]
+    return job
+
+
+def load_dtype(cfg: TrainConfig, distributed_type: str, mixed_precision: str):
+    """The dtype to load the policy in (see the module docstring)."""
+    import torch
+
+    train = _dtype(cfg)
+    if (train == torch.bfloat16 and mixed_precision == "bf16" and not cfg.lora.enabled
+            and distributed_type in ("MULTI_GPU", "FSDP")):
+        return torch.float32
+    return train
+
+
+def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
+                   seed: int, quiet: bool = False) -> TrainResult:
+    """Train on every rank; the main process writes ``out_dir`` (complete or absent)."""
+    import torch
+    import transformers
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    state = PartialState()
+    dist_type = str(getattr(state.distributed_type, "value", state.distributed_type))
+    mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    transformers.set_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(cfg, dist_type, mixed),
+                                                 use_safetensors=True)
+    out_dir = Path(out_dir)
+    staging = out_dir.parent / f".{out_dir.name}.launch.tmp"  # the same path on every rank
+    if state.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    state.wait_for_everyone()
+
+    trainer = _trainer(cfg, model, tokenizer, to_dataset(pairs), str(staging / "_trainer"), seed, quiet)
+    trainer.train()
+    if cfg.lora.enabled:
+        trainer.save_model(str(staging / "_adapter"))
+    else:
+        trainer.save_model(str(staging))  # collective under ZeRO-3 / FSDP; writes on the main process
+    state.wait_for_everyone()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    steps = int(trainer.state.global_step)
+    if state.is_main_process:
+        if cfg.lora.enabled:
+            _merge_adapter(base_path, staging / "_adapter", staging, cfg)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        for extra in ("training_args.bin",):
+            (staging / extra).unlink(missing_ok=True)
+        atomic_write_text(staging / "evalign_train.json", json.dumps(
+            {"base": base_path, "n_pairs": len(pairs), "steps": steps, "losses": losses,
+             "config": cfg.model_dump(mode="json"), "seed": seed, "launcher": "accelerate",
+             "num_processes": state.num_processes, "distributed_type": dist_type}, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    state.wait_for_everyone()
+    seconds = time.perf_counter() - t0
+    return TrainResult(str(out_dir), len(pairs), steps, seconds, losses)
+
+
+def _merge_adapter(base_path: str, adapter_dir: Path, target: Path, cfg: TrainConfig) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=_dtype(cfg), use_safetensors=True)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(target, safe_serialization=True)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m evalign.solver.train_entry JOB.json (written by evalign.solver.launch)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job = read_job(argv[0])
+    quiet = os.environ.get("EVALIGN_QUIET", "") not in ("", "0")
+    result = train_launched(job["base_path"], job["pairs_list"], job["train"], job["out_dir"],
+                            seed=job["seed"], quiet=quiet)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        atomic_write_text(job["result"], json.dumps(result.as_dict(), indent=1))
+        log.info("trained %d pairs in %d steps (%.1fs) -> %s", result.n_pairs, result.steps, result.seconds,
+                 result.checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

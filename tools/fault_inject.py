@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Kill a real `evalign ablate` run again and again, resume it, and check nothing was lost.
+
+A small study (tiny policy, scripted creator and judge, two arms) runs once uninterrupted as
+the reference. Then the same study runs in fresh directories where it is SIGKILLed inside
+every stage — at stage begin and end, right after cache commits, with a checkpoint written
+but not yet renamed — and at random moments, resuming after every kill with the same command.
+Each resumed run must end with exactly the reference's store contents: the same prompts,
+generations, rewards, pairs, judgments, metrics and finished stages, no duplicate or missing
+rows, and every checkpoint complete.
+
+    python tools/fault_inject.py              # >= 20 kills (a few minutes on 2 cores)
+    python tools/fault_inject.py --quick      # 3 kills, as the test suite runs it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STAGE_POINTS = [
+    "stage:seed_pool:end", "stage:generate_pool:begin", "commit:generations:1", "stage:generate_pool:end",
+    "stage:reward_pool:begin", "commit:rewards:1", "commit:judgments:1", "stage:reward_pool:end",
+    "stage:informativeness:end", "stage:sample:end", "stage:evolve:begin", "stage:evolve:end",
+    "stage:filter:end", "stage:generate_evolved:begin", "stage:reward_evolved:end", "stage:pairs:end",
+    "stage:train:begin", "checkpoint:written", "stage:train:end", "stage:eval_score:begin",
+    "commit:judgments:6", "stage:eval_winrate:end",
+]
+
+CONFIG = """\
+run: {{name: fault, seed: 0, iterations: 1, output_dir: {out}}}
+policy: {{model: {policy}, backend: transformers, batch_size: 16}}
+prompts: {{source: builtin:seed, limit: 6}}
+creator:
+  model: {{model: rewrite, backend: scripted}}
+  num_evolutions: 2
+  sample_fraction: 0.5
+  sampling: {{max_new_tokens: 64}}
+solver:
+  num_samples: 3
+  sampling: {{max_new_tokens: 8}}
+  reward: {{kind: judge_pointwise, model: {{model: echo, backend: scripted}}}}
+  train: {{learning_rate: 1.0e-3, epochs: 1, batch_size: 4, gradient_accumulation_steps: 1,
+          max_length: 128, min_pairs: 1, warmup_ratio: 0.0}}
+eval:
+  judge: {{model: echo, backend: scripted}}
+  winrate_limit: 4
+  mt_limit: 2
+  answer_sampling: {{max_new_tokens: 8}}
+  bootstrap_samples: 200
+  self_check: false
+"""
+
+ARMS = ["--arm", "eva", "--arm", "no-creator"]
+
+
+def snapshot(run_dir: Path) -> dict:
+    db = sqlite3.connect(f"file:{run_dir / 'run.db'}?mode=ro", uri=True)
+    q = lambda sql: sorted(tuple(r) for r in db.execute(sql))  # noqa: E731
+    snap = {
+        "prompts": q("SELECT uid, text, origin, depth, operator, mutation, template_hash FROM prompts"),
+        "prompt_events": q("SELECT p.uid, e.kind, round(coalesce(e.value, -1), 9), e.detail FROM prompt_events e "
+                           "JOIN prompts p ON p.id = e.prompt_id"),
+        "generations": q("SELECT key, text FROM generations"),
+        "rewards": q("SELECT key, round(score, 9) FROM rewards"),
+        "pairs": q("SELECT stage_key, source, chosen, rejected FROM pairs"),
+        "judgments": q("SELECT key, round(coalesce(prob_a, score), 9), parse_failed FROM judgments"),
+        "metrics": q("SELECT stage_key, name, round(value, 9), n FROM metrics"),
+        "stages": q("SELECT key, name FROM stages WHERE status = 'done'"),
+    }
+    checkpoints = [json.loads(r[0])["checkpoint"] for r in db.execute(
+        "SELECT outputs FROM stages WHERE name='train' AND status='done'")]
+    db.close()
+    snap["complete_checkpoints"] = sorted(
+        Path(c).name for c in checkpoints if (Path(c) / "model.safetensors").is_file() and (Path(c) / "config.json").is_file())
+    snap["n_checkpoints"] = len(checkpoints)
+    return snap
+
+
+def run(config: Path, env_extra: dict | None = None, kill_after: float | None = None) -> int:
+    env = {**os.environ, "EVALIGN_QUIET": "1", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "evalign.cli", "ablate", str(config), *ARMS, "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if kill_after is not None:
+        try:
+            proc.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=900)
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise RuntimeError(f"evalign failed ({proc.returncode}):\n{err[-3000:]}")
+    return proc.returncode
+
+
+def stage_running(run_dir: Path) -> str:
+    try:
+        db = sqlite3.connect(f"file:{run_dir / 'run.db'}?mode=ro", uri=True)
+        rows = [r[0] for r in db.execute("SELECT name FROM stages WHERE status='running'")]
+        db.close()
+    except sqlite3.Error:
+        return "-"
+    return ",".join(rows) or "-"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 targeted kills in one run (the test suite's check)")
+    ap.add_argument("--random-kills", type=int, default=6, help="kills at random moments, besides the targeted ones")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    from evalign.testing import make_tiny_model, save_builtin_tokenizer
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="evalign-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    policy = make_tiny_model(save_builtin_tokenizer(work / "tok"), work / "policy")
+
+    def config_for(name: str) -> Path:
+        out = work / name
+        shutil.rmtree(out, ignore_errors=True)
+        path = work / f"{name}.yaml"
+        path.write_text(CONFIG.format(out=out, policy=policy))
+        return path
+
+    t0 = time.time()
+    ref_cfg = config_for("reference")
+    assert run(ref_cfg) == 0
+    reference = snapshot(work / "reference")
+    ref_seconds = time.time() - t0
+
+    if args.quick:
+        plans = [["stage:reward_pool:begin", "commit:generations:2", "checkpoint:written"]]
+        random_kills = 0
+    else:
+        points = list(STAGE_POINTS)
+        plans = [points[i::3] for i in range(3)]
+        random_kills = args.random_kills
+    rng = random.Random(args.seed)
+    kills = identical = 0
+    report = []
+    for n, plan in enumerate(plans + [[None] * random_kills] if random_kills else plans):
+        name = f"killed-{n}"
+        cfg = config_for(name)
+        for target in plan:
+            if target is None:
+                code = run(cfg, kill_after=rng.uniform(1.0, ref_seconds))
+                where = stage_running(work / name) if code == -signal.SIGKILL else "finished first"
+            else:
+                code = run(cfg, env_extra={"EVALIGN_KILL_AT": target})
+                where = target if code == -signal.SIGKILL else f"{target} (not reached)"
+            if code == -signal.SIGKILL:
+                kills += 1
+            report.append(f"{name}: SIGKILL at {where}" if code == -signal.SIGKILL else f"{name}: {where}")
+        assert run(cfg) == 0  # resume to the end
+        got = snapshot(work / name)
+        same = got == reference
+        identical += int(same)
+        if not same:
+            diff = {k: (len(reference[k]) if isinstance(reference[k], list) else reference[k],
+                        len(got[k]) if isinstance(got[k], list) else got[k])
+                    for k in reference if reference[k] != got[k]}
+            report.append(f"{name}: DIFFERS from the reference: {diff}")
+    print("\n".join(report))
+    rows = sum(len(v) for v in reference.values() if isinstance(v, list))
+    print(f"{kills} kills in {len(plans) + (1 if random_kills else 0)} runs; "
+          f"{identical}/{len(plans) + (1 if random_kills else 0)} resumed runs identical to the uninterrupted one "
+          f"({rows} rows compared); lost or duplicated rows: "
+          f"{0 if identical == len(plans) + (1 if random_kills else 0) else 'see above'}")
+    return 0 if identical == len(plans) + (1 if random_kills else 0) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
