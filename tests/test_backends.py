@@ -16,7 +16,7 @@ PARAMS = GenParams(max_new_tokens=12, temperature=0.9, top_p=0.9)
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return TransformersLLM(str(tiny_model_dir), model_id="tiny", batch_size=8)
+    return TransformersLLM(str(tiny_model_dir), model_id="tiny", batch_size=8, dtype="float32")
 
 
 def test_same_seed_same_text_different_seed_different_text(tiny):
