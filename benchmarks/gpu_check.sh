@@ -20,8 +20,9 @@
 #     GPU box `pip install -e ".[gpu]"` first.
 #   * Models: --policy DIR (a local HF chat model, e.g. Qwen2.5-0.5B-Instruct), else the
 #     built-in SmolLM2-135M materialized from its PyPI package if installed, else a random
-#     0.5B model built on the spot (throughput only). --reward DIR: a local classifier reward
-#     model; without it the reward is a pointwise judge (--judge DIR, default the policy).
+#     Qwen2.5-0.5B-shaped model (0.37B with its 8k vocabulary) built on the spot (throughput
+#     only). --reward DIR: a local classifier reward model; without it the reward is a
+#     pointwise judge (--judge DIR, default the policy).
 #
 # Through this workplace's device tool (from the repo root here):
 #   bash benchmarks/fetch_wheels.sh        # once: fills ./.whl (ignored by git)

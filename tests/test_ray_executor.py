@@ -14,8 +14,8 @@ from evalign.errors import ConfigError
 
 needs_ray = pytest.mark.skipif(not ray_available(), reason='Ray is not installed (pip install -e ".[ray]")')
 
-CONVS = [[{"role": "user", "content": f"Write one line about subject {i}."}] for i in range(5)]
-PARAMS = GenParams(max_new_tokens=10, temperature=0.9, top_p=0.9)
+CONVS = [[{"role": "user", "content": f"Write one line about subject {i}."}] for i in range(4)]
+PARAMS = GenParams(max_new_tokens=8, temperature=0.9, top_p=0.9)
 
 
 def test_split_and_plan_cover_every_sample_once():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -254,6 +255,12 @@ def main() -> None:
         app(standalone_mode=False)
     except EvalignError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except sqlite3.OperationalError as exc:
+        if "disk is full" not in str(exc) and "disk I/O" not in str(exc):
+            raise
+        print(f"error: the run store could not be written ({exc}); free disk space and rerun: "
+              "finished stages are kept", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)

@@ -4,11 +4,14 @@ the new, never half of either."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import EvalignError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
@@ -33,11 +36,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str], what: str = "directory") -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``target`` in one rename.
 
     A checkpoint written through this is either complete or absent: a kill (or a full
-    disk) mid-write leaves only a ``.tmp`` directory that the next run removes.
+    disk) mid-write leaves only a ``.tmp`` directory, removed here or by the next run.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +50,13 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EvalignError(
+                f"disk full while writing {what} {target}; free space on {target.parent} and rerun "
+                "(finished stages are kept)"
+            ) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -53,12 +53,15 @@ def _mixed_bf16(cfg: TrainConfig) -> bool:
 
 
 def _weights_dtype(cfg: TrainConfig):
-    """Weights (and optimizer state) stay fp32 on CPU: bf16 compute runs under autocast, so
-    small updates do not vanish in bf16 rounding. GPU setups keep bf16 weights, as the
-    paper's DeepSpeed runs do (ZeRO keeps fp32 master copies)."""
+    """Trainable weights and optimizer state stay fp32; bf16 compute runs under autocast, so
+    small updates (the paper's lr is 5e-7) do not round away. With LoRA the frozen base may
+    be bf16 on a GPU: only the fp32 adapters are updated. (Under DeepSpeed ZeRO-3 the
+    launcher's job, DeepSpeed keeps its own fp32 master weights.)"""
     import torch
 
-    return torch.bfloat16 if _mixed_bf16(cfg) and torch.cuda.is_available() else torch.float32
+    if cfg.lora.enabled and _mixed_bf16(cfg) and torch.cuda.is_available():
+        return torch.bfloat16
+    return torch.float32
 
 
 def to_dataset(pairs: Sequence[dict]):
@@ -156,7 +159,7 @@ def train_preference(
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_weights_dtype(cfg), use_safetensors=True)
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, what="checkpoint") as tmp:
         workdir = str(tmp / "_trainer")
         trainer = _trainer(cfg, model, tokenizer, to_dataset(pairs), workdir, seed, quiet)
         trainer.train()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..fsutil import atomic_write_text
-from .train import TrainResult, _dtype, _trainer, to_dataset
+from .train import TrainResult, _trainer, _weights_dtype, to_dataset
 
 log = logging.getLogger("evalign.solver.train_entry")
 
@@ -50,7 +50,7 @@ def load_dtype(cfg: TrainConfig, distributed_type: str, mixed_precision: str):
     """The dtype to load the policy in (see the module docstring)."""
     import torch
 
-    train = _dtype(cfg)
+    train = _weights_dtype(cfg)
     if (train == torch.bfloat16 and mixed_precision == "bf16" and not cfg.lora.enabled
             and distributed_type in ("MULTI_GPU", "FSDP")):
         return torch.float32
@@ -114,7 +114,7 @@ def _merge_adapter(base_path: str, adapter_dir: Path, target: Path, cfg: TrainCo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=_dtype(cfg), use_safetensors=True)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=_weights_dtype(cfg), use_safetensors=True)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(target, safe_serialization=True)
     shutil.rmtree(adapter_dir, ignore_errors=True)
