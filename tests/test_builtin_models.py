@@ -97,5 +97,8 @@ def test_the_builtin_judge_prefers_intact_answers_to_broken_ones():
         wr = judge_win_rate(judge, questions, answers, broken, n_boot=500)
         good = judge.grade([GradeItem(q, a) for q, a in zip(questions, answers)])
         bad = judge.grade([GradeItem(q, a) for q, a in zip(questions, broken)])
-    assert wr.estimate.value > 0.75
+    # Outcomes are the judge's probabilities averaged over both orders, so they sit well inside
+    # (0, 1); what must hold is that every prompt goes to the intact answer.
+    assert all(o > 0.5 for o in wr.outcomes), wr.outcomes
+    assert wr.estimate.value > 0.6
     assert sum(g.score for g in good) / 4 > sum(b.score for b in bad) / 4 + 1.0

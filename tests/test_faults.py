@@ -27,6 +27,11 @@ def test_kill_points_match_by_prefix_and_count(monkeypatch):
     monkeypatch.delenv("EVALIGN_KILL_AT")
     faults.point("commit:rewards")
     assert len(killed) == 1
+    monkeypatch.setenv("EVALIGN_KILL_AT", "stage:train:begin")  # no count: the first pass
+    faults.point("stage:train:end")
+    assert len(killed) == 1
+    faults.point("stage:train:begin")
+    assert len(killed) == 2
 
 
 @pytest.mark.timeout(900)

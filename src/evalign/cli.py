@@ -156,7 +156,8 @@ def models(
     from rich.table import Table
 
     table = Table(title="built-in models")
-    for col in ("name", "role", "package", "assembled", "materialized", "size on disk"):
+    table.add_column("name", no_wrap=True)  # names are copied into configs: never split them
+    for col in ("role", "package", "assembled", "materialized", "size on disk"):
         table.add_column(col)
     for row in m.builtin_status():
         size = (row["gguf_bytes"] + row["hf_bytes"]) / 1e6

@@ -1,7 +1,8 @@
 """Deterministic fault injection, for the kill/resume checks.
 
 ``EVALIGN_KILL_AT=POINT:N`` makes the process SIGKILL itself the N-th time it passes POINT
-(a prefix match), so a test can kill a run exactly inside a given stage. Points:
+(a prefix match; ``POINT`` alone means the first time), so a test can kill a run exactly inside
+a given stage. Points:
 
 * ``stage:<name>:begin`` — a stage was marked running, before any of its work;
 * ``stage:<name>:end`` — its work is done, before it is marked done;
@@ -25,7 +26,9 @@ def point(name: str) -> None:
     if not spec:
         return
     target, _, count = spec.rpartition(":")
-    if not target or not count.isdigit() or not name.startswith(target):
+    if not count.isdigit():
+        target, count = spec, "1"
+    if not name.startswith(target):
         return
     _passed[target] += 1
     if _passed[target] >= int(count):
