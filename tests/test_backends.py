@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from evalign.backends.base import GenParams, sample_seed, trie_choice_logprobs
+from evalign.backends.base import GenParams, continuation_ids, sample_seed, trie_choice_logprobs
 from evalign.backends.scripted import ScriptedLLM
 from evalign.backends.transformers_backend import TransformersLLM
 from evalign.errors import ModelNotFoundError
@@ -58,7 +58,7 @@ def test_choice_logprobs_are_exact_next_token_logprobs(tiny):
     with torch.no_grad():
         logits = tiny.model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
     for choice, value in zip(["A", "B"], lp):
-        [tid] = tiny._continuation_ids(tiny.render(CONVS[0], "Answer: "), ids, choice)
+        [tid] = continuation_ids(tiny.encode, tiny.render(CONVS[0], "Answer: "), ids, choice)
         assert math.isclose(value, float(logits[tid]), abs_tol=1e-4)
 
 

@@ -177,3 +177,23 @@ def test_a_creator_that_returns_junk_leaves_the_iteration_running(tmp_path, tiny
     assert summary["kept"] == 0 and summary["filtered"] == {"empty": summary["evolved"]}
     assert reasons and set(reasons) == {"empty"}
     assert summary["train_pairs"] > 0  # trained on the buffer of original prompts
+
+
+def test_several_seeds_aggregate_per_arm_with_paired_comparisons(tmp_path, tiny_model_dir):
+    cfg = tiny_config(tmp_path, tiny_model_dir)
+    arms = [a for a in DEFAULT_ARMS if a.name in ("no-creator", "eva", "metric-mean")]
+    result = run_study(cfg, arms=arms, seeds=2)
+    import json as _json
+
+    results = _json.loads((tmp_path / "run" / "report" / "results.json").read_text())
+    rows = {r["arm"]: r for r in results["rows"]}
+    assert rows["eva"]["n_seeds"] == 2 and rows["metric-mean"]["n_seeds"] == 2
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        study = json.loads(s.get_meta("study"))
+    seeds = study["arms"]["eva"]["seeds"]
+    assert seeds["0"]["policy_id"] != seeds["1"]["policy_id"]  # different seeds, different runs
+    # Per-prompt outcomes are averaged over seeds, then bootstrapped over prompts.
+    assert rows["eva"]["win_rate"]["n"] == 4
+    assert rows["metric-mean"]["diff_win_rate_vs_default"] is not None
+    assert rows["eva"].get("diff_win_rate_vs_default") is None  # the default is the reference
+    assert "Δ win rate vs eva" in result.table_markdown

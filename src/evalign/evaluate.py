@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import GenParams
-from .config import Config, EvalConfig
+from .config import EvalConfig
 from .eval import formats
-from .eval.answers import answer_mt, answer_prompts
+from .eval.answers import answer_all
 from .eval.score import Scores, judge_scores
 from .eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts
 from .eval.winrate import WinRate, judge_win_rate
@@ -50,7 +50,8 @@ class Evaluator:
         if self._judge is None:
             self._judge = Judge(self.pool.get(self.cfg.judge), mode=self.cfg.judge_mode, store=self.store,
                                 parse_retries=self.cfg.parse_retries,
-                                max_answer_tokens=self.cfg.max_judge_answer_tokens, seed=self.seed)
+                                max_answer_tokens=self.cfg.max_judge_answer_tokens, seed=self.seed,
+                                variant=self.cfg.judge_variant)
         return self._judge
 
     def texts(self) -> list[str]:
@@ -59,8 +60,7 @@ class Evaluator:
 
     def answers(self, llm, *, seed_offset: int = 0) -> Answers:
         seed = self.seed + seed_offset
-        wr = answer_prompts(llm, self.prompts, self.params, seed, self.store) if self.prompts else []
-        mt = answer_mt(llm, self.questions, self.params, seed, self.store) if self.questions else []
+        wr, mt = answer_all(llm, self.prompts, self.questions, self.params, seed, self.store)
         return Answers(llm.model_id, wr, mt)
 
     def win_rate(self, model: Answers, baseline: Answers, label: str = "") -> WinRate:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from .backends.base import LLM, Conversation, Generation, GenParams
+from .backends.base import LLM, Conversation, ForwardingLLM, Generation, GenParams
 from .progress import track
 from .store import RunStore, key_of, sha
 
@@ -85,7 +85,7 @@ def user(text: str) -> Conversation:
     return [{"role": "user", "content": text}]
 
 
-class CachedLLM(LLM):
+class CachedLLM(ForwardingLLM):
     """An LLM whose ``generate`` goes through the run store's cache (e.g. the creator's
     rewrites, so a killed evolve stage does not pay for its finished calls twice)."""
 
@@ -101,12 +101,3 @@ class CachedLLM(LLM):
                                    description=self.description)
         self.new_calls += new
         return out
-
-    def choice_logprobs(self, conversations, choices, assistant_prefix=""):
-        return self.inner.choice_logprobs(conversations, choices, assistant_prefix)
-
-    def count_tokens(self, text):
-        return self.inner.count_tokens(text)
-
-    def truncate(self, text, max_tokens):
-        return self.inner.truncate(text, max_tokens)

@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import creator, faults
@@ -128,7 +127,6 @@ class Runner:
 
     def base_policy(self, cfg: Config) -> tuple[str, str]:
         """(weights path for training, policy id) of the starting policy."""
-        from . import models
 
         return cfg.policy.model, spec_model_id(cfg.policy)
 
@@ -304,7 +302,7 @@ class Runner:
         def train(key: str) -> dict[str, Any]:
             pairs = [dict(prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"])
                      for r in self.store.pairs(pairs_key)]
-            self.pool.release_policy()  # free memory for training
+            self.free_accelerator_memory()
             out_dir = self.store.checkpoints_dir / key[:16]
             seed = derived_seed(cfg.run.seed, "train", it)
             if tc.launcher == "accelerate":
@@ -329,6 +327,20 @@ class Runner:
         losses = out.get("losses") or []
         say(f"  train: {out['n_pairs']} pairs, {out['steps']} steps"
             + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "") + f" -> {out['checkpoint']}")
+
+    def free_accelerator_memory(self) -> None:
+        """Before training: drop the sampling policy, and on a GPU also the reward model and
+        local judges/creators, so training does not compete with them for GPU memory (they
+        reload lazily when next needed)."""
+        self.pool.release_policy()
+        import torch
+
+        if torch.cuda.is_available():
+            for rm in self._reward_models.values():
+                rm.close()
+            self._reward_models.clear()
+            self.pool.close_shared()
+            torch.cuda.empty_cache()
 
     def _trainable_path(self, cfg: Config, state: ArmState) -> str:
         from . import models

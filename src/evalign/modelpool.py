@@ -19,13 +19,13 @@ from pathlib import Path
 
 from . import models
 from .backends import load_llm, resolve_backend
-from .backends.base import LLM
+from .backends.base import LLM, ForwardingLLM
 from .config import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-class LazyLLM(LLM):
+class LazyLLM(ForwardingLLM):
     """An LLM loaded on first use; ``model_id`` and ``exact_logprobs`` are known before."""
 
     def __init__(self, factory: Callable[[], LLM], model_id: str, exact_logprobs: bool) -> None:
@@ -46,18 +46,6 @@ class LazyLLM(LLM):
     @property
     def loaded(self) -> bool:
         return self._inner is not None
-
-    def generate(self, conversations, params, seeds):
-        return self.inner.generate(conversations, params, seeds)
-
-    def choice_logprobs(self, conversations, choices, assistant_prefix=""):
-        return self.inner.choice_logprobs(conversations, choices, assistant_prefix)
-
-    def count_tokens(self, text):
-        return self.inner.count_tokens(text)
-
-    def truncate(self, text, max_tokens):
-        return self.inner.truncate(text, max_tokens)
 
     def close(self) -> None:
         if self._inner is not None:
@@ -126,10 +114,14 @@ class ModelPool:
             self._policy.close()
             self._policy = None
 
-    def close(self) -> None:
-        self.release_policy()
+    def close_shared(self) -> None:
+        """Unload creator/judge models; they reload lazily on next use."""
         for llm in self._shared.values():
             llm.close()
+
+    def close(self) -> None:
+        self.release_policy()
+        self.close_shared()
         self._shared.clear()
         if self._ray_started:
             import ray

@@ -129,6 +129,38 @@ class LLM(ABC):
         self.close()
 
 
+class ForwardingLLM(LLM):
+    """An LLM that forwards to ``self.inner`` — the base of wrappers that add caching or
+    lazy loading without changing what the model computes."""
+
+    inner: LLM
+
+    def generate(self, conversations, params, seeds):
+        return self.inner.generate(conversations, params, seeds)
+
+    def choice_logprobs(self, conversations, choices, assistant_prefix=""):
+        return self.inner.choice_logprobs(conversations, choices, assistant_prefix)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return self.inner.truncate(text, max_tokens)
+
+
+def continuation_ids(encode: Callable[[str], list[int]], text: str, base: list[int], choice: str,
+                     encode_alone: Callable[[str], list[int]] | None = None) -> list[int]:
+    """Token ids of ``choice`` as it continues ``text`` (whose ids are ``base``).
+
+    Tokenizing text + choice keeps merges across the boundary right; when the tokenizer
+    rewrites the end of ``text`` instead, fall back to the choice tokenized alone.
+    """
+    full = encode(text + choice)
+    if full[: len(base)] == base and len(full) > len(base):
+        return full[len(base) :]
+    return (encode_alone or encode)(choice)
+
+
 def trie_choice_logprobs(
     choice_ids: Sequence[Sequence[int]],
     next_logprobs: Callable[[tuple[int, ...]], Sequence[float]],

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelNotFoundError
-from .base import LLM, Conversation, Generation, GenParams, sample_seed, trie_choice_logprobs
+from .base import LLM, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,10 @@ class LlamaCppLLM(LLM):
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._encode_plain(text))
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        ids = self._encode_plain(text)
         if len(ids) <= max_tokens:
             return text
         return self.llm.detokenize(ids[:max_tokens]).decode("utf-8", errors="ignore")
@@ -159,16 +159,13 @@ class LlamaCppLLM(LLM):
         for conv in conversations:
             text = self.render(conv, assistant_prefix)
             base = self._fit(self.encode(text), 8)
-            choice_ids = [self._continuation_ids(text, base, c) for c in choices]
+            choice_ids = [continuation_ids(self.encode, text, base, c, self._encode_plain) for c in choices]
             results.append(trie_choice_logprobs(choice_ids, lambda p: self._logprobs_after(base + list(p))))
             self.stats.add(calls=1, prompt_tokens=len(base))
         return results
 
-    def _continuation_ids(self, text: str, base: list[int], choice: str) -> list[int]:
-        full = self.encode(text + choice)
-        if full[: len(base)] == base and len(full) > len(base):
-            return full[len(base) :]
-        return self.llm.tokenize(choice.encode("utf-8"), add_bos=False, special=False)
+    def _encode_plain(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def close(self) -> None:
         if getattr(self, "llm", None) is not None:

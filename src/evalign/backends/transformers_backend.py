@@ -14,11 +14,12 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from ..errors import ModelNotFoundError
-from .base import LLM, Conversation, Generation, GenParams, sample_seed, trie_choice_logprobs
+from .base import LLM, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ class TransformersLLM(LLM):
                 use_safetensors=True,
             )
         except OSError as exc:
+            local = Path(model_path)
+            if local.is_dir() and not list(local.glob("*.safetensors")) and (
+                    list(local.glob("*.bin")) or list(local.glob("*.pt"))):
+                raise ModelNotFoundError(
+                    f"model '{model_path}' has pickled weights only; only safetensors weights are loaded "
+                    "(convert it: load it yourself and save_pretrained(..., safe_serialization=True))"
+                ) from None
             raise ModelNotFoundError(
                 f"model '{model_path}' could not be loaded with transformers "
                 f"({str(exc).splitlines()[0][:160]}); check the path or hub id, and network access for hub ids"
@@ -242,7 +250,7 @@ class TransformersLLM(LLM):
         for conv in conversations:
             text = self.render(conv, assistant_prefix)
             base = self.encode(text)
-            choice_ids = [self._continuation_ids(text, base, c) for c in choices]
+            choice_ids = [continuation_ids(self.encode, text, base, c) for c in choices]
             prefixes = sorted({tuple(c[:i]) for c in choice_ids for i in range(len(c))}, key=len)
             seqs = [base + list(p) for p in prefixes]
             dists = {}
@@ -257,12 +265,6 @@ class TransformersLLM(LLM):
             results.append(trie_choice_logprobs(choice_ids, lambda p: dists[p]))
             self.stats.add(calls=1, prompt_tokens=len(base))
         return results
-
-    def _continuation_ids(self, text: str, base: list[int], choice: str) -> list[int]:
-        full = self.encode(text + choice)
-        if full[: len(base)] == base and len(full) > len(base):
-            return full[len(base) :]
-        return self.encode(choice)
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

@@ -149,7 +149,6 @@ def train_preference(
         log.warning(reason)
         return TrainResult(base_path, len(pairs), 0, 0.0, skipped=True, reason=reason)
 
-    import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

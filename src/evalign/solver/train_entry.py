@@ -60,7 +60,6 @@ def load_dtype(cfg: TrainConfig, distributed_type: str, mixed_precision: str):
 def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
                    seed: int, quiet: bool = False) -> TrainResult:
     """Train on every rank; the main process writes ``out_dir`` (complete or absent)."""
-    import torch
     import transformers
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
