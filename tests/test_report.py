@@ -180,3 +180,26 @@ def test_chromium_opens_page_from_disk(built, tmp_path):
     assert img.size == (1280, 2400)
     lo, hi = img.getextrema()
     assert hi - lo > 100  # not a blank page
+
+
+def test_detectable_effect_uses_the_scale_of_the_outcomes(monkeypatch):
+    """Log-prob outcomes are probabilities: a true difference shrinks by 2 * mean P(better) - 1,
+    which for a judge right 78% of the time but only 60% sure is far smaller than 2 * 0.78 - 1."""
+    from evalign import judgecheck
+    from evalign.eval import stats
+    from evalign.report import collect
+
+    measured = {"accuracy": {"value": 0.78, "ci_low": 0.69, "ci_high": 0.85, "n": 96},
+                "soft_accuracy": {"value": 0.60, "ci_low": 0.58, "ci_high": 0.62, "n": 96},
+                "first_position_rate": 0.2, "order_agreement": 0.4, "n": 96, "source": "builtin:labeled"}
+    monkeypatch.setattr(judgecheck, "load_cached_result", lambda *a: measured)
+    outcomes = {"eva": {"win": [0.5, 0.6, 0.4, 0.55]}, "arm": {"win": [0.6, 0.5, 0.5, 0.45]}}
+    study = {"judge": {"judge_id": "j", "mode": "logprobs", "pair_version": "v", "n_winrate": 4}}
+    soft = collect._judge_validity(study, outcomes, "eva")
+    sd = soft["sd_paired"]
+    assert soft["detectable_effect"] == pytest.approx(stats.min_detectable_effect(4, 0.60, sd=sd))
+    assert soft["attenuation"] == pytest.approx(0.2)
+    study["judge"]["mode"] = "generate"  # hard verdicts: accuracy is the right scale
+    hard = collect._judge_validity(study, outcomes, "eva")
+    assert hard["detectable_effect"] == pytest.approx(stats.min_detectable_effect(4, 0.78, sd=sd))
+    assert soft["detectable_effect"] > 2 * hard["detectable_effect"]

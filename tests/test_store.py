@@ -66,7 +66,7 @@ def test_a_second_process_gets_a_one_line_in_use_error(tmp_path):
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 3
-    assert f"is in use by PID" in out.stdout and out.stdout.count("\n") == 1
+    assert "is in use by PID" in out.stdout and out.stdout.count("\n") == 1
     with RunStore(tmp_path):  # released once the holder closes
         pass
 

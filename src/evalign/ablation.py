@@ -21,9 +21,8 @@ from typing import Any
 from .config import ArmSpec, Config, apply_overrides, validate
 from .errors import ConfigError
 from .evaluate import Answers, store_scores, store_win_rate
-from .judging import PAIR_VERSION
 from .store import key_of
-from .loop import ArmState, Runner
+from .loop import Runner
 from .modelpool import spec_model_id
 from .progress import say
 from .session import Session, open_run
@@ -148,7 +147,8 @@ def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list
         return None if path == cfg.policy.model else path
 
     say("[bold]evaluation[/bold]")
-    study["judge"] = {"judge_id": judge_id, "mode": ev.judge.mode, "pair_version": PAIR_VERSION,
+    study["judge"] = {"judge_id": judge_id, "mode": ev.judge.mode, "pair_version": ev.judge.pair_version,
+                      "variant": ev.judge.variant,
                       "n_winrate": len(ev.prompts), "n_questions": len(ev.questions)}
     theta = study["arms"].setdefault(THETA0, {"description": "starting policy θ0 (no training)", "seeds": {}})
     theta_entry = theta["seeds"].setdefault("0", {"policy_id": theta0_id, "checkpoint": cfg.policy.model})

@@ -196,6 +196,10 @@ class EvalConfig(Section):
     judge_mode: Literal["auto", "logprobs", "generate"] = Field(
         "auto", description="Verdicts from next-token probabilities or from generated text."
     )
+    judge_variant: Literal["base", "calibrated", "cot", "rubric", "ensemble"] = Field(
+        "base", description="How verdicts are made (docs/judges.md). policy_tiebreak is judge-check only: "
+        "in an evaluation the policy's own likelihood would favour its own answers."
+    )
     winrate_prompts: str = "builtin:eval"
     winrate_limit: int | None = Field(None, ge=1)
     mt_questions: str = Field("builtin:mt", description="builtin:mt or an MT-Bench question.jsonl")

@@ -102,7 +102,7 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         paths = ev.export(mine, s.store.dir / "answers", _slug(model))
         stats = ev.judge.stats
         lines = [
-            f"| model | win rate vs baseline % [95% CI] | LC win rate % | W / T / L | n | avg score [95% CI] | turn 1 | turn 2 |",
+            "| model | win rate vs baseline % [95% CI] | LC win rate % | W / T / L | n | avg score [95% CI] | turn 1 | turn 2 |",
             "|---|---|---|---|---|---|---|---|",
             f"| {model} | {pct(as_dict(wr.estimate))} | {pct(as_dict(wr.lc))} | {wr.wins} / {wr.ties} / {wr.losses} | {wr.n} "
             f"| {num(as_dict(sc.estimate))} | {num(as_dict(sc.turn1))} | {num(as_dict(sc.turn2))} |",

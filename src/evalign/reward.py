@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .backends.base import LLM
 from .config import ModelSpec, RewardConfig
-from .judging import GRADE_VERSION, PAIR_VERSION, GradeItem, Judge, PairItem
+from .judging import GRADE_VERSION, GradeItem, Judge, PairItem
 from .progress import track
 from .store import RunStore, key_of, sha
 
@@ -80,7 +80,8 @@ class JudgePointwiseReward(RewardModel):
 class JudgePairwiseAnchorReward(RewardModel):
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
-        self.reward_id = f"judge_pairwise_anchor:{judge.judge_id}:{PAIR_VERSION}:{judge.mode}:{judge.max_answer_tokens}"
+        self.reward_id = (f"judge_pairwise_anchor:{judge.judge_id}:{judge.pair_version}:{judge.mode}:"
+                          f"{judge.max_answer_tokens}")
 
     def _key(self, prompt, responses, j):
         return key_of("reward", self.reward_id, sha(prompt), sha(responses[j]), sha(responses[0]))
@@ -95,8 +96,8 @@ class JudgePairwiseAnchorReward(RewardModel):
         out = [[0.5] * len(rs) for rs in responses]
         for n, (i, j) in enumerate(where):
             first, second = verdicts[2 * n], verdicts[2 * n + 1]
-            ps = [v for v in (first.p_a, None if second.p_a is None else 1.0 - second.p_a) if v is not None]
-            out[i][j] = sum(ps) / len(ps) if ps else 0.5
+            p = self.judge.combine(first.p_a, second.p_a, items[2 * n])  # the judge variant's rule
+            out[i][j] = 0.5 if p is None else p
         return out
 
 

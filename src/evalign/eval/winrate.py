@@ -82,7 +82,7 @@ def judge_win_rate(
         if not ps:
             outcomes.append(None)
             continue
-        outcomes.append(sum(ps) / len(ps))
+        outcomes.append(judge.combine(v1.p_a, v2.p_a, items[2 * i]))  # the judge variant's rule
         if len(ps) == 2 and ps[0] > 0.5 and ps[1] > 0.5:
             wins += 1
         elif len(ps) == 2 and ps[0] < 0.5 and ps[1] < 0.5:

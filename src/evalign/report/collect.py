@@ -167,12 +167,21 @@ def _judge_validity(study: dict[str, Any], outcomes: dict[str, dict[str, list]],
                 diffs += [x - y for x, y in zip(o["win"], d) if x is not None and y is not None]
     sd = float(np.std(diffs, ddof=1)) if len(diffs) > 2 else 0.5
     acc = measured["accuracy"]
+    # The study's per-prompt outcomes are on the judge's own scale: probabilities averaged over
+    # both orders in log-prob mode. A true difference shows up in them shrunk by the judge's
+    # mean P(better answer) on labeled pairs (2 * mean - 1), not by its hard accuracy, so the
+    # attenuation and the sd must come from the same scale.
+    soft = measured.get("soft_accuracy")
+    on_soft_scale = judge["mode"] == "logprobs" and bool(soft)
+    signal_acc = soft["value"] if on_soft_scale else acc["value"]
     out.update({
-        "accuracy": acc, "first_position_rate": measured.get("first_position_rate"),
+        "accuracy": acc, "soft_accuracy": soft, "first_position_rate": measured.get("first_position_rate"),
         "order_agreement": measured.get("order_agreement"), "labeled_n": measured.get("n"),
-        "source": measured.get("source"), "sd_paired": sd,
-        "detectable_effect": stats.min_detectable_effect(judge["n_winrate"], acc["value"], sd=max(sd, 1e-6)),
-        "method": "closed form: (z_0.975 + z_0.8) * sd / sqrt(n) / (2 * accuracy - 1)",
+        "source": measured.get("source"), "sd_paired": sd, "attenuation": 2 * signal_acc - 1,
+        "detectable_effect": stats.min_detectable_effect(judge["n_winrate"], signal_acc, sd=max(sd, 1e-6)),
+        "method": ("closed form: (z_0.975 + z_0.8) * sd / sqrt(n) / (2 * a - 1), a = the judge's "
+                   + ("mean P(better) on labeled pairs (outcomes are probabilities)"
+                      if on_soft_scale else "accuracy on labeled pairs")),
     })
     return out
 

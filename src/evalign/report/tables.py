@@ -92,7 +92,9 @@ def judge_block(jv: dict[str, Any]) -> str:
     mde_s = "∞ (judge at chance)" if mde is None or mde == float("inf") else f"{100 * mde:.1f} pp"
     return (
         f"Judge validity ({jv['judge_id']}, {jv['mode']}): both-orders accuracy on {jv.get('labeled_n')} "
-        f"labeled pairs {pct(jv['accuracy'])}%, first-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
+        f"labeled pairs {pct(jv['accuracy'])}%"
+        + (f" (mean P(better) {pct(jv['soft_accuracy'])}%)" if jv.get("soft_accuracy") else "")
+        + f", first-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
         f"order agreement {_opt(jv.get('order_agreement'), '{:.2f}')}. Minimum detectable win-rate difference at "
         f"n={jv.get('n')} prompts (80% power, α=0.05): {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
         "Arm differences smaller than that are marked not resolved."

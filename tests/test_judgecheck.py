@@ -1,0 +1,187 @@
+"""``evalign judge-check`` with scripted judges: one row and one saved result per variant,
+the reward modes, reruns, and the shipped result of the built-in judge."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from evalign.backends.scripted import ScriptedLLM
+from evalign.config import Config
+from evalign.errors import InputError
+from evalign.eval import formats
+from evalign.judgecheck import cached_result_path, check_pairwise, load_cached_result, run_judge_check
+from evalign.judging import PAIR_VERSION, Judge
+from evalign.modelpool import spec_model_id
+from evalign.prompts import builtin_path
+
+PAIRS = formats.load_labeled_pairs(builtin_path("labeled_pairs.jsonl"))
+BETTER = {p.better.strip() for p in PAIRS}
+GROSS_WORSE = {p.worse.strip() for p in PAIRS if p.difficulty == "gross"}
+
+
+def _answer_a(conv) -> str:
+    return re.search(r"<answer_A>\n(.*?)\n</answer_A>", conv[-1]["content"], re.S).group(1).strip()
+
+
+def half_blind(conv, choices, prefix):
+    """Right on gross pairs; on subtle ones always picks the first answer (position bias)."""
+    if "<answer_A>" not in conv[-1]["content"]:  # a 1-10 grade: 8 for better answers, 3 otherwise
+        text = re.search(r"<answer>\n(.*?)\n</answer>", conv[-1]["content"], re.S).group(1).strip()
+        want = "8" if text in BETTER else "3"
+        return [0.0 if c == want else -30.0 for c in choices]
+    a = _answer_a(conv)
+    gross = a in GROSS_WORSE or any(a == p.better.strip() and p.difficulty == "gross" for p in PAIRS)
+    p_a = (0.9 if a in BETTER else 0.1) if gross else 0.8
+    return [math.log(p_a) if c == "A" else math.log(1 - p_a) for c in choices]
+
+
+class Policy(ScriptedLLM):
+    """Knows the better answer: higher per-token log-likelihood for it."""
+
+    def __init__(self):
+        super().__init__(model_id="policy")
+        self.scorings = 0
+
+    def sequence_logprob(self, conversation, continuation):
+        self.scorings += 1
+        n = max(1, len(continuation.split()))
+        return (-1.0 if continuation.strip() in BETTER else -2.0) * n, n
+
+
+class Pool:
+    def __init__(self, judge, policy=None):
+        self.judge, self.policy, self.specs = judge, policy, []
+
+    def get(self, spec):
+        self.specs.append(spec)
+        return self.policy if spec.backend == "transformers" else self.judge
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALIGN_CACHE", str(tmp_path / "cache"))
+
+
+def _run(tmp_path, capsys, llm=None, **kw):
+    pool = Pool(llm or ScriptedLLM(choice_fn=half_blind, model_id="scripted:judge"), Policy())
+    results = run_judge_check(Config(), judge="judge", backend="scripted", out=tmp_path / "run", pool=pool, **kw)
+    return results, capsys.readouterr().out, pool
+
+
+def test_each_variant_gets_a_row_and_its_own_saved_result(tmp_path, capsys):
+    variants = ["base", "calibrated", "rubric", "ensemble", "cot"]
+    results, out, _ = _run(tmp_path, capsys, kind="pairwise", variants=variants)
+    assert [(r.kind, r.variant) for r in results] == [("pairwise", v) for v in variants]
+    rows = [line for line in out.splitlines() if line.startswith("| scripted:judge | pairwise |")]
+    assert [row.split("|")[3].strip() for row in rows] == variants
+    paths = {cached_result_path(r.judge_id, r.kind, r.mode, r.template_version) for r in results}
+    assert len(paths) == len(variants) and all(p.is_file() for p in paths)
+    saved = json.loads((tmp_path / "run" / "judge_check.json").read_text())
+    assert [d["variant"] for d in saved] == variants
+    assert results[0].template_version == PAIR_VERSION
+    ens = next(r for r in results if r.variant == "ensemble")
+    # base and rubric were judged just before: the ensemble asks only its alt phrasing anew.
+    assert set(ens.components) == {"base", "rubric", "alt"} and ens.calls_per_pair == 2
+    assert next(r for r in results if r.variant == "calibrated").calls_per_pair == 0  # base's verdicts
+    assert next(r for r in results if r.variant == "cot").calls_per_pair == 4
+
+
+def test_accuracy_position_bias_and_difficulty(tmp_path, capsys):
+    [r], out, _ = _run(tmp_path, capsys, kind="pairwise")
+    assert r.n == 96 and r.variant == "base"
+    assert r.by_difficulty["gross"]["accuracy"] == 1.0 and r.by_difficulty["subtle"]["accuracy"] == 0.5
+    assert r.accuracy.value == pytest.approx(0.75) and r.accuracy.ci_low < 0.75 < r.accuracy.ci_high
+    assert r.first_position_rate == pytest.approx(0.75) and r.order_agreement == pytest.approx(0.5)
+    assert r.calls_per_pair == 2 and r.seconds_per_pair > 0
+    assert "| 100 / 50 |" in out
+
+
+def test_kind_all_measures_the_reward_modes_too(tmp_path, capsys):
+    results, _, _ = _run(tmp_path, capsys, variants=["base", "calibrated"])
+    assert [(r.kind, r.variant) for r in results] == [
+        ("pairwise", "base"), ("pairwise", "calibrated"), ("pointwise", "base"), ("pairwise_anchor", "base")]
+    point = results[2]
+    assert point.accuracy.value == 1.0 and point.spearman > 0.8
+    # The anchor reward asks the base judge the same questions: the same verdicts.
+    assert results[3].accuracy.value == pytest.approx(results[0].accuracy.value)
+
+
+def test_calibrated_keeps_the_decisions_and_sharpens_their_strength(tmp_path, capsys):
+    def biased(conv, choices, prefix):
+        """Prefers A strongly, a little more when A is the better answer."""
+        p_a = 0.99 if _answer_a(conv) in BETTER else 0.9
+        return [math.log(p_a) if c == "A" else math.log(1 - p_a) for c in choices]
+
+    llm = ScriptedLLM(choice_fn=biased, model_id="scripted:judge")
+    (base, cal), _, _ = _run(tmp_path, capsys, llm=llm, kind="pairwise", variants=["base", "calibrated"])
+    assert cal.accuracy.value == base.accuracy.value == 1.0  # the same decisions ...
+    assert base.soft_accuracy.value == pytest.approx((0.99 + 0.1) / 2)  # ... far stronger in log-odds
+    assert cal.soft_accuracy.value == pytest.approx(1 / (1 + math.exp(-(math.log(99) - math.log(9)) / 2)))
+    assert base.first_position_rate == cal.first_position_rate == 1.0
+
+
+def test_policy_tiebreak_decides_only_the_uncertain_pairs(tmp_path, capsys):
+    [r], out, pool = _run(tmp_path, capsys, kind="pairwise", variants=["policy_tiebreak"])
+    assert r.tiebreaks == 48 and r.tiebreak_accuracy == 1.0  # the 48 subtle pairs, p = 0.5 each
+    assert r.accuracy.value == 1.0 and pool.policy.scorings == 96
+    assert r.calls_per_pair == pytest.approx(3.0)  # 2 judge calls per pair + 2 policy scorings per decided pair
+    assert any(s.backend == "transformers" and s.model == "smollm2-135m-instruct" for s in pool.specs)
+    assert "policy decided 48 pairs, 100% right" in out
+
+
+def test_a_rerun_is_free_and_keeps_the_measured_speed(tmp_path, capsys):
+    [first], _, _ = _run(tmp_path, capsys, kind="pairwise")
+    llm = ScriptedLLM(choice_fn=half_blind, model_id="scripted:judge")
+    [again], _, _ = _run(tmp_path, capsys, llm=llm, kind="pairwise")
+    assert llm.requests == []
+    assert again.timing_from_cache and again.calls_per_second == pytest.approx(first.calls_per_second)
+    assert again.accuracy == first.accuracy
+
+
+def test_unknown_variant_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(InputError, match="unknown --variant"):
+        _run(tmp_path, capsys, kind="pairwise", variants=["best"])
+
+
+def test_check_pairwise_passes_categories_to_the_rubric():
+    seen = []
+
+    def record(conv, choices, prefix):
+        seen.append(conv[-1]["content"])
+        return [-0.7, -0.7]
+
+    check_pairwise(Judge(ScriptedLLM(choice_fn=record), variant="rubric"), PAIRS[:1], "test")
+    assert all(f"How to judge this {PAIRS[0].category.replace('_', ' ')} question" in s for s in seen)
+
+
+def test_the_shipped_result_of_the_builtin_judge_is_found_for_the_ablation():
+    """The key an ablation looks up (report.collect._judge_validity): the eval judge's id, the
+    pairwise kind, the judge's resolved mode and PAIR_VERSION; the cache here is empty."""
+    cfg = Config()
+    judge_id = spec_model_id(cfg.eval.judge)
+    assert judge_id == "llamacpp:qwen2.5-coder-1.5b-instruct@cc324af070c2"
+    mode = Judge(ScriptedLLM(), mode=cfg.eval.judge_mode).mode  # exact log-probs, like llama.cpp
+    assert mode == "logprobs"
+    found = load_cached_result(judge_id, "pairwise", mode, PAIR_VERSION)
+    assert found is not None
+    assert found["n"] == 96 and found["variant"] == "base" and found["template_version"] == PAIR_VERSION
+    assert 0.5 < found["accuracy"]["value"] <= 1 and found["accuracy"]["ci_low"] < found["accuracy"]["value"]
+    assert found["first_position_rate"] is not None and found["order_agreement"] is not None
+
+
+def test_paired_comparison_counts_discordant_pairs():
+    from evalign.judgecheck import paired_comparison
+
+    a = [1.0] * 10 + [0.0] * 2 + [1.0] * 20
+    b = [0.0] * 10 + [1.0] * 2 + [1.0] * 20
+    cmp = paired_comparison(a, b)
+    assert (cmp["only_a"], cmp["only_b"]) == (10, 2)
+    assert cmp["p_value"] == pytest.approx(0.0386, abs=1e-3)
+    assert paired_comparison([1.0, 0.0], [1.0, 0.0])["p_value"] == 1.0
