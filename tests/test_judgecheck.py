@@ -185,3 +185,11 @@ def test_paired_comparison_counts_discordant_pairs():
     assert (cmp["only_a"], cmp["only_b"]) == (10, 2)
     assert cmp["p_value"] == pytest.approx(0.0386, abs=1e-3)
     assert paired_comparison([1.0, 0.0], [1.0, 0.0])["p_value"] == 1.0
+
+
+def test_a_limited_check_spreads_over_category_and_difficulty():
+    from evalign.judgecheck import load_labeled
+
+    pairs, _ = load_labeled(None, None, None, None, 24)
+    cells = {(p.category, p.difficulty) for p in pairs}
+    assert len(pairs) == 24 and len(cells) == 12  # 6 categories x gross/subtle, 2 each

@@ -219,7 +219,7 @@ def judge_check(
     mt_judgments: Annotated[Optional[Path], typer.Option("--mt-judgments", help="MT-Bench model_judgment file.")] = None,
     mt_answers: Annotated[Optional[Path], typer.Option("--mt-answers", help="MT-Bench model_answer directory.")] = None,
     mt_questions: Annotated[Optional[Path], typer.Option("--mt-questions", help="MT-Bench question.jsonl.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use the first N labeled pairs.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use N labeled pairs, spread over category and difficulty.")] = None,
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Judge variant (repeatable).")] = None,
     config: ConfigArg = None,
     preset: PresetOpt = None,

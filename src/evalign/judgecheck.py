@@ -98,7 +98,9 @@ def load_labeled(labeled: Path | None, mt_judgments: Path | None, mt_answers: Pa
     if limit:
         from .eval.sets import spread
 
-        pairs = spread(pairs, limit)
+        # Evenly over category x difficulty: the file lists each category's gross pairs first,
+        # and a subset of gross pairs alone cannot tell judges apart.
+        pairs = spread(pairs, limit, category=lambda p: (p.category, p.difficulty))
     return pairs, source
 
 
