@@ -110,6 +110,14 @@ def run_cli(args: list[str], log_path: Path) -> tuple[int, float]:
     return rc, time.perf_counter() - t0
 
 
+def run_cli_checked(args: list[str], log: Path) -> float:
+    """``run_cli`` that raises with the log's tail when the command fails; its wall seconds."""
+    rc, wall = run_cli(args, log)
+    if rc != 0:
+        raise RuntimeError(f"evalign {args[0]} failed (rc {rc}): {common.tail(log, 2000)}")
+    return wall
+
+
 def run(args) -> dict:
     work = Path(args.workdir)
     notes, tables, details = [], {}, {}
@@ -131,10 +139,8 @@ def run(args) -> dict:
     else:
         qdir = work / "quickstart_ablation"
         common.log("evalign ablate --preset quickstart")
-        rc, abl_wall = run_cli(["ablate", "--preset", "quickstart", "--quiet", "--set", f"run.output_dir={qdir}"],
-                               work / "ablate.log")
-        if rc != 0:
-            raise RuntimeError(f"evalign ablate failed (rc {rc}): {common.tail(work / 'ablate.log', 2000)}")
+        abl_wall = run_cli_checked(["ablate", "--preset", "quickstart", "--quiet", "--set", f"run.output_dir={qdir}"],
+                                   work / "ablate.log")
         abl = read_study(qdir)
         source = "run here (`evalign ablate --preset quickstart`)"
     common.log(f"ablation: {abl_wall / 60:.1f} min ({source})")
@@ -145,10 +151,8 @@ def run(args) -> dict:
     # --- one `evalign run` iteration
     rdir = work / "quickstart_run"
     common.log("evalign run --preset quickstart")
-    rc, run_wall = run_cli(["run", "--preset", "quickstart", "--quiet", "--set", f"run.output_dir={rdir}"],
-                           work / "run.log")
-    if rc != 0:
-        raise RuntimeError(f"evalign run failed (rc {rc}): {common.tail(work / 'run.log', 2000)}")
+    run_wall = run_cli_checked(["run", "--preset", "quickstart", "--quiet", "--set", f"run.output_dir={rdir}"],
+                               work / "run.log")
     one = read_study(rdir)
     run_rows, _ = breakdown(one, run_wall)
     tables["one iteration breakdown (`evalign run --preset quickstart`)"] = breakdown_table(run_rows)
