@@ -70,12 +70,13 @@ def naive_grade(llm, judge, item) -> float:
     import llama_cpp
     import numpy as np
 
+    from evalign.backends.base import continuation_ids
     from evalign.judging import GRADE_LOGPROB_PREFIX, SCORES
 
     raw = llm.llm
     text = llm.render(judge.grade_conversation(item), GRADE_LOGPROB_PREFIX + " ")
     base = llm._fit(llm.encode(text), 8)
-    choices = [tuple(llm._continuation_ids(text, base, c)) for c in SCORES]
+    choices = [tuple(continuation_ids(llm.encode, text, base, c, llm._encode_plain)) for c in SCORES]
 
     def logprobs() -> np.ndarray:
         ptr = llama_cpp.llama_get_logits_ith(raw.ctx, -1)
