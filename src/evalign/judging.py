@@ -20,7 +20,9 @@ Every judgment is cached in the run store under (judge, template version, mode, 
 answers, order): a rerun of an evaluation makes no judge calls.
 
 Variants (``Judge(variant=...)``, measured in docs/judges.md) change how a verdict is made;
-each has its own template version, so cached verdicts of different variants never mix:
+each has its own template version. Verdicts are cached per prompt asked: variants that ask
+the base prompt and only combine the two orders differently (calibrated, policy_tiebreak)
+share the base verdicts, and ensemble reuses those of its component prompts:
 
 * ``base``            — the prompt above, one verdict per order (the default);
 * ``calibrated``      — base verdicts, but the two orders are combined in log-odds space,
@@ -275,6 +277,10 @@ def sequence_logprob(llm: LLM, conversation: Conversation, continuation: str) ->
     return float(token_lp[start - 1 :].sum()), len(full) - start
 
 
+def _cached_verdict(row) -> Verdict:
+    return Verdict(row["prob_a"], row["score"], row["verdict"], bool(row["parse_failed"]), True, row["raw"] or "")
+
+
 VERDICTS = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}
 _VERDICT_RE = re.compile(r"\[\[\s*(A\s*>>\s*B|A\s*>\s*B|A\s*=\s*B|B\s*>\s*A|B\s*>>\s*A)\s*\]\]")
 _RATING_RE = re.compile(r"\[\[\s*(10|[1-9])(?:\.\d+)?\s*\]\]")
@@ -506,6 +512,17 @@ class Judge:
 
     # ------------------------------------------------------------------ machinery
 
+    def _row(self, key: str, version: str, kind: str, item, verdict: Verdict, attempts: int) -> dict:
+        """The judgments-table row of one verdict."""
+        return {
+            "key": key, "judge_id": self.judge_id, "prompt_version": version, "kind": kind,
+            "question_sha": sha(item.question),
+            "answer_a_sha": sha(getattr(item, "answer_a", None) or getattr(item, "answer", "")),
+            "answer_b_sha": sha(item.answer_b) if kind == "pairwise" else None,
+            "verdict": verdict.label, "prob_a": verdict.p_a, "score": verdict.score,
+            "raw": verdict.raw[:4000], "attempts": attempts, "parse_failed": int(verdict.parse_failed),
+        }
+
     def _run(self, kind, items, keys, one, description) -> list[Verdict]:
         import time
 
@@ -513,8 +530,7 @@ class Judge:
         hits = self.store.cached("judgments", keys) if self.store else {}
         for i, k in enumerate(keys):
             if k in hits:
-                h = hits[k]
-                out[i] = Verdict(h["prob_a"], h["score"], h["verdict"], bool(h["parse_failed"]), True, h["raw"] or "")
+                out[i] = _cached_verdict(hits[k])
         # Group work so consecutive judge prompts share a prefix (KV-cache reuse).
         todo = sorted((i for i in range(len(items)) if out[i] is None), key=lambda i: _order_key(items[i]))
         self.stats.cache_hits += len(items) - len(todo)
@@ -528,17 +544,9 @@ class Judge:
                 self.stats.parse_failures += int(verdict.parse_failed)
                 out[i] = verdict
                 if self.store is not None:
-                    item = items[i]
-                    rows.append({
-                        "key": keys[i], "judge_id": self.judge_id,
-                        "prompt_version": (self._style_version(self._PAIR_STYLE[self.variant]) if kind == "pairwise"
-                                           else self._grade_cache_version),
-                        "kind": kind, "question_sha": sha(item.question),
-                        "answer_a_sha": sha(getattr(item, "answer_a", None) or getattr(item, "answer", "")),
-                        "answer_b_sha": sha(item.answer_b) if kind == "pairwise" else None,
-                        "verdict": verdict.label, "prob_a": verdict.p_a, "score": verdict.score,
-                        "raw": verdict.raw[:4000], "attempts": attempts, "parse_failed": int(verdict.parse_failed),
-                    })
+                    version = (self._style_version(self._PAIR_STYLE[self.variant]) if kind == "pairwise"
+                               else self._grade_cache_version)
+                    rows.append(self._row(keys[i], version, kind, items[i], verdict, attempts))
                     if len(rows) >= 16 or n == len(todo) - 1:
                         self.store.put("judgments", rows)
                         rows = []
@@ -593,16 +601,10 @@ class Judge:
         key = self._style_key(item, style)
         hit = self.store.cached("judgments", [key]).get(key) if self.store else None
         if hit is not None:
-            return Verdict(p_a=hit["prob_a"], label=hit["verdict"], raw=hit["raw"] or "",
-                           parse_failed=bool(hit["parse_failed"]), cached=True), 0
+            return _cached_verdict(hit), 0
         v, n = self._pair_styled(item, style)
         if self.store is not None:
-            self.store.put("judgments", [{
-                "key": key, "judge_id": self.judge_id, "prompt_version": self._style_version(style),
-                "kind": "pairwise", "question_sha": sha(item.question), "answer_a_sha": sha(item.answer_a),
-                "answer_b_sha": sha(item.answer_b), "verdict": v.label, "prob_a": v.p_a, "score": None,
-                "raw": v.raw, "attempts": n, "parse_failed": int(v.parse_failed),
-            }])
+            self.store.put("judgments", [self._row(key, self._style_version(style), "pairwise", item, v, n)])
         return v, n
 
     def _grade_one(self, item: GradeItem) -> tuple[Verdict, int]:
