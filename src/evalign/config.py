@@ -163,6 +163,10 @@ class TrainConfig(Section):
     gradient_accumulation_steps: int = Field(8, ge=1)
     max_length: int = Field(1024, ge=32)
     precompute_ref_logprobs: bool = True
+    packed_batches: bool = Field(
+        True, description="DPO/IPO: compute each pair's shared prompt once and pack pairs without padding "
+        "(solver/packing.py); off = TRL's padded batches.",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     gradient_checkpointing: bool = False
     lora: LoraConfig = Field(default_factory=LoraConfig)

@@ -35,9 +35,11 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     skipped: bool = False
     reason: str = ""
+    packing: dict | None = None  # solver/packing.py's counts, when the packed forward ran
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("checkpoint", "n_pairs", "steps", "seconds", "losses", "skipped", "reason")}
+        return {k: getattr(self, k) for k in ("checkpoint", "n_pairs", "steps", "seconds", "losses", "skipped", "reason",
+                                              "packing")}
 
 
 def _mixed_bf16(cfg: TrainConfig) -> bool:
@@ -115,6 +117,10 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
 
         args = DPOConfig(loss_type=["sigmoid" if cfg.loss == "dpo" else "ipo"],
                          precompute_ref_log_probs=cfg.precompute_ref_logprobs, **common)
+        if cfg.packed_batches:
+            from .packing import packed_dpo_trainer_class
+
+            DPOTrainer = packed_dpo_trainer_class()  # noqa: N806
         return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=peft_config)
     if cfg.loss == "simpo":
@@ -169,17 +175,22 @@ def train_preference(
         tokenizer.save_pretrained(tmp)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         steps = int(trainer.state.global_step)
+        packing = dict(trainer.packing_stats) if getattr(trainer, "packing_stats", None) else None
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)
         faults.point("checkpoint:written")
         atomic_write_text(tmp / "evalign_train.json", json.dumps(
             {"base": base_path, "n_pairs": len(pairs), "steps": steps, "losses": losses,
-             "config": cfg.model_dump(mode="json"), "seed": seed}, indent=1))
+             "packing": packing, "config": cfg.model_dump(mode="json"), "seed": seed}, indent=1))
     seconds = time.perf_counter() - t0
     log.info("trained %d pairs in %d steps (%.1fs), loss %s", len(pairs), steps, seconds,
              f"{losses[0]:.4f}->{losses[-1]:.4f}" if losses else "n/a")
-    return TrainResult(str(out_dir), len(pairs), steps, seconds, losses)
+    if packing and packing["padded_positions"]:
+        log.info("packed forward: %d batches, %d positions instead of %d padded (%.0f%%)", packing["batches"],
+                 packing["packed_positions"], packing["padded_positions"],
+                 100 * packing["packed_positions"] / packing["padded_positions"])
+    return TrainResult(str(out_dir), len(pairs), steps, seconds, losses, packing=packing)
 
 
 def expected_steps(n_pairs: int, cfg: TrainConfig, processes: int = 1) -> int:

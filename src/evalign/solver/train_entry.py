@@ -90,6 +90,7 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
     state.wait_for_everyone()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     steps = int(trainer.state.global_step)
+    packing = dict(trainer.packing_stats) if getattr(trainer, "packing_stats", None) else None
     if state.is_main_process:
         if cfg.lora.enabled:
             _merge_adapter(base_path, staging / "_adapter", staging, cfg)
@@ -98,7 +99,7 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
         for extra in ("training_args.bin",):
             (staging / extra).unlink(missing_ok=True)
         atomic_write_text(staging / "evalign_train.json", json.dumps(
-            {"base": base_path, "n_pairs": len(pairs), "steps": steps, "losses": losses,
+            {"base": base_path, "n_pairs": len(pairs), "steps": steps, "losses": losses, "packing": packing,
              "config": cfg.model_dump(mode="json"), "seed": seed, "launcher": "accelerate",
              "num_processes": state.num_processes, "distributed_type": dist_type}, indent=1))
         if out_dir.exists():
@@ -106,7 +107,7 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
         os.replace(staging, out_dir)
     state.wait_for_everyone()
     seconds = time.perf_counter() - t0
-    return TrainResult(str(out_dir), len(pairs), steps, seconds, losses)
+    return TrainResult(str(out_dir), len(pairs), steps, seconds, losses, packing=packing)
 
 
 def _merge_adapter(base_path: str, adapter_dir: Path, target: Path, cfg: TrainConfig) -> None:
