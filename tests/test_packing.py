@@ -98,6 +98,15 @@ def test_packed_forward_matches_trls_padded_forward_and_its_gradients(tiny_model
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-3)
 
 
+def test_a_label_on_a_padding_position_goes_to_trls_forward(tiny_model_dir):
+    ids, attn, labels = _pair_batch()
+    labels[2, -1] = 7  # row 2 (5 tokens) is padded there
+    model = _model(tiny_model_dir)
+    assert packing.install(model, ALL_FIELDS)
+    model(input_ids=ids, attention_mask=attn, labels=labels, fused_lm_head=True, use_cache=False)
+    assert model.evalign_packing["unpacked_batches"] == 1 and model.evalign_packing["batches"] == 0
+
+
 def test_models_it_does_not_cover_keep_trls_forward(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 

@@ -139,7 +139,11 @@ def install(model, outputs: tuple[str, ...] = DPO_OUTPUTS) -> bool:
     import torch
 
     try:
-        from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, _ChunkedLogProbFunction
+        from trl.trainer.utils import (
+            _CHUNKED_LOGPROB_CHUNK_SIZE,
+            FusedCausalLMOutput,
+            _ChunkedLogProbFunction,
+        )
     except ImportError:  # another TRL layout: keep TRL's forward
         log.info("packed preference forward unavailable with this TRL version; using TRL's padded batches")
         return False
@@ -157,6 +161,12 @@ def install(model, outputs: tuple[str, ...] = DPO_OUTPUTS) -> bool:
         extra = {k for k, v in kwargs.items() if v is not None and k not in ("input_ids", "attention_mask", "use_cache")}
         if fused_lm_head and labels is not None and shift_labels is None and not args and not extra:
             plan = plan_batch(kwargs.get("input_ids"), kwargs.get("attention_mask"))
+        if plan is not None:
+            targets = labels[:, 1:]
+            mask = targets != -100
+            rows = plan.source[:, :-1][mask]
+            if (rows < 0).any():  # a label on a padding position: not TRL's layout
+                plan = None
         if plan is None:
             stats["unpacked_batches"] += 1 if fused_lm_head else 0
             return fallback(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
@@ -170,10 +180,8 @@ def install(model, outputs: tuple[str, ...] = DPO_OUTPUTS) -> bool:
         hidden = model.base_model(input_ids=plan.input_ids, attention_mask=plan.attention_mask,
                                   position_ids=plan.position_ids, use_cache=False).last_hidden_state
         hidden = hidden.reshape(-1, hidden.size(-1))
-        targets = labels[:, 1:]
-        mask = targets != -100
         head = model.get_output_embeddings()
-        per_token = _ChunkedLogProbFunction.apply(hidden[plan.source[:, :-1][mask]], head.weight, head.bias,
+        per_token = _ChunkedLogProbFunction.apply(hidden[rows], head.weight, head.bias,
                                                   targets[mask], 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
                                                   outputs)
         per_token = [None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token]

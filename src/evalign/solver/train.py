@@ -120,7 +120,7 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
         if cfg.packed_batches:
             from .packing import packed_dpo_trainer_class
 
-            DPOTrainer = packed_dpo_trainer_class()  # noqa: N806
+            DPOTrainer = packed_dpo_trainer_class()
         return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=peft_config)
     if cfg.loss == "simpo":
