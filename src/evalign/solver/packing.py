@@ -16,8 +16,9 @@ per-token log-probabilities (and the metric fields TRL reads) from one packed pa
 A causal LM's hidden state at a position depends only on the tokens up to it, so the packed
 pass is exact up to floating-point summation order (tests/test_packing.py compares
 log-probabilities and gradients with TRL's padded forward). Batches it cannot handle (left
-padding, extra model inputs) and models it does not cover (attention other than SDPA,
-scaled or soft-capped logits, mixture-of-experts) go through TRL's forward unchanged.
+padding, extra model inputs, a label on a padding position) and models it does not cover
+(attention other than SDPA, scaled or soft-capped logits, mixture-of-experts) go through
+TRL's forward unchanged.
 """
 
 from __future__ import annotations
