@@ -32,8 +32,8 @@ SMALL_STUDY = {
 
 def evaluation(run_dir: Path) -> tuple[float, dict]:
     from evalign.config import load_config
-    from evalign.evaluate import Evaluator
-    from evalign.modelpool import ModelPool, spec_model_id
+    from evalign.eval.evaluator import Evaluator
+    from evalign.backends.pool import ModelPool, spec_model_id
     from evalign.store import RunStore
 
     cfg = load_config(preset="quickstart", overrides={"run.output_dir": str(run_dir), "eval.winrate_limit": 8,
@@ -59,7 +59,7 @@ def evaluation(run_dir: Path) -> tuple[float, dict]:
 
 
 def study(run_dir: Path):
-    from evalign.ablation import run_study
+    from evalign.run.study import run_study
     from evalign.config import ArmSpec, load_config
 
     cfg = load_config(preset="quickstart", overrides={"run.output_dir": str(run_dir), **SMALL_STUDY})

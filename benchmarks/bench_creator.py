@@ -96,7 +96,7 @@ def run(args) -> dict:
     from evalign import creator
     from evalign.backends.base import GenParams, sample_seed
     from evalign.backends.llamacpp_backend import LlamaCppLLM
-    from evalign.models import gguf_path
+    from evalign.weights import gguf_path
 
     import bench_policy
 

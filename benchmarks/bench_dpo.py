@@ -118,7 +118,7 @@ def curve_table(a: list[float], b: list[float]) -> str:
 
 
 def run(args) -> dict:
-    from evalign.models import materialize
+    from evalign.weights import materialize
 
     n = 32 if args.quick else 128
     path = str(materialize(MODEL))

@@ -42,7 +42,7 @@ def load_pairs(n_prompts: int) -> tuple[list[str], list[list[str]], str]:
             data = json.loads(path.read_text())
             if len(data["prompts"]) >= n_prompts:
                 return data["prompts"][:n_prompts], data["responses"][:n_prompts], f"cached by policy_sampling ({path.name})"
-    from evalign.models import materialize
+    from evalign.weights import materialize
 
     prompts = bench_policy.seed_prompts(64)[:n_prompts]
     ev = bench_policy.evalign_generate(str(materialize(bench_policy.MODEL)), prompts, "auto")
@@ -71,7 +71,7 @@ def naive_grade(llm, judge, item) -> float:
     import numpy as np
 
     from evalign.backends.base import continuation_ids
-    from evalign.judging import GRADE_LOGPROB_PREFIX, SCORES
+    from evalign.judge.judge import GRADE_LOGPROB_PREFIX, SCORES
 
     raw = llm.llm
     text = llm.render(judge.grade_conversation(item), GRADE_LOGPROB_PREFIX + " ")
@@ -110,8 +110,8 @@ def run(args) -> dict:
     import llama_cpp
 
     from evalign.backends.llamacpp_backend import LlamaCppLLM
-    from evalign.judging import GradeItem, Judge
-    from evalign.models import gguf_path
+    from evalign.judge.judge import GradeItem, Judge
+    from evalign.weights import gguf_path
 
     n_prompts = 16 if args.quick else 64
     n_naive = 8 if args.quick else 16

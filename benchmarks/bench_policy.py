@@ -108,7 +108,7 @@ def hf_generate(path: str, prompts: list[str]) -> dict:
 
 
 def run(args) -> dict:
-    from evalign.models import materialize
+    from evalign.weights import materialize
 
     n_prompts = 16 if args.quick else 64
     path = str(materialize(MODEL))

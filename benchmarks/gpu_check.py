@@ -42,7 +42,7 @@ def log(msg: str) -> None:
 def builtin_dir(name: str) -> str | None:
     """A built-in model materialized as an HF directory, if its package is installed."""
     try:
-        from evalign import models
+        from evalign import weights as models
 
         if models.materialized_dir(name).joinpath("config.json").is_file():
             return str(models.materialized_dir(name))
@@ -172,8 +172,8 @@ def main() -> int:
     judge = args.judge or policy
     log(f"policy: {policy} ({policy_kind}); judge/creator: {judge}; reward: {args.reward or 'judge_pointwise'}")
 
-    from evalign.loop import Runner
-    from evalign.session import open_run
+    from evalign.run.loop import Runner
+    from evalign.run.session import open_run
 
     cfg = build_config(args, policy, judge, out, have_vllm)
     rows = []

@@ -38,9 +38,9 @@ STAGES = {"generate": ("generate_pool", "generate_evolved"), "reward": ("reward_
 
 def one_iteration(n: int, k: int, run_dir: Path) -> dict:
     from evalign.config import load_config
-    from evalign.loop import Runner
+    from evalign.run.loop import Runner
     from evalign.progress import set_quiet
-    from evalign.session import open_run
+    from evalign.run.session import open_run
 
     set_quiet(True)
     cfg = load_config(preset="quickstart", overrides={

@@ -114,7 +114,7 @@ def test_fingerprint_is_stable_and_sensitive():
 
 
 def test_model_names_are_checked(tmp_path):
-    from evalign.models import check_model_name
+    from evalign.weights import check_model_name
 
     check_model_name("smollm2-135m-instruct", "auto")
     check_model_name("google/gemma-2-9b-it", "transformers")

@@ -13,9 +13,9 @@ from evalign.backends.scripted import ScriptedLLM
 from evalign.config import Config
 from evalign.errors import InputError
 from evalign.eval import formats
-from evalign.judgecheck import cached_result_path, check_pairwise, load_cached_result, run_judge_check
-from evalign.judging import PAIR_VERSION, Judge
-from evalign.modelpool import spec_model_id
+from evalign.eval.judge_check import cached_result_path, check_pairwise, load_cached_result, run_judge_check
+from evalign.judge.judge import PAIR_VERSION, Judge
+from evalign.backends.pool import spec_model_id
 from evalign.prompts import builtin_path
 
 PAIRS = formats.load_labeled_pairs(builtin_path("labeled_pairs.jsonl"))
@@ -177,7 +177,7 @@ def test_the_shipped_result_of_the_builtin_judge_is_found_for_the_ablation():
 
 
 def test_paired_comparison_counts_discordant_pairs():
-    from evalign.judgecheck import paired_comparison
+    from evalign.eval.judge_check import paired_comparison
 
     a = [1.0] * 10 + [0.0] * 2 + [1.0] * 20
     b = [0.0] * 10 + [1.0] * 2 + [1.0] * 20
@@ -188,7 +188,7 @@ def test_paired_comparison_counts_discordant_pairs():
 
 
 def test_a_limited_check_spreads_over_category_and_difficulty():
-    from evalign.judgecheck import load_labeled
+    from evalign.eval.judge_check import load_labeled
 
     pairs, _ = load_labeled(None, None, None, None, 24)
     cells = {(p.category, p.difficulty) for p in pairs}

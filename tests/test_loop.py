@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from evalign.ablation import DEFAULT_ARMS, run_study
+from evalign.run.study import DEFAULT_ARMS, run_study
 from evalign.backends.scripted import hashed_choices, register_script
 from evalign.config import ArmSpec, validate
 from evalign.store import RunStore

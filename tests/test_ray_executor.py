@@ -106,7 +106,7 @@ def test_choice_logprobs_are_identical_through_ray(ray_cluster, tiny_pair):
 def test_model_pool_serves_models_through_ray(ray_cluster, tiny_spec, tmp_path):
     from evalign.backends.ray_pool import RayLLM
     from evalign.generation import cached_generate
-    from evalign.modelpool import ModelPool
+    from evalign.backends.pool import ModelPool
     from evalign.store import RunStore
 
     pool = ModelPool(executor="ray", ray_cfg=RayConfig(num_workers=2))

@@ -185,7 +185,7 @@ def test_chromium_opens_page_from_disk(built, tmp_path):
 def test_detectable_effect_uses_the_scale_of_the_outcomes(monkeypatch):
     """Log-prob outcomes are probabilities: a true difference shrinks by 2 * mean P(better) - 1,
     which for a judge right 78% of the time but only 60% sure is far smaller than 2 * 0.78 - 1."""
-    from evalign import judgecheck
+    from evalign.eval import judge_check as judgecheck
     from evalign.eval import stats
     from evalign.report import collect
 

@@ -9,7 +9,7 @@ import secrets
 
 import pytest
 
-from evalign.ablation import run_study
+from evalign.run.study import run_study
 from evalign.config import ArmSpec, validate
 from evalign.errors import ModelNotFoundError
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import EvalignError
+from evalign.errors import EvalignError
 
 app = typer.Typer(
     add_completion=False,
@@ -26,7 +26,7 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log details t
 
 
 def _load(config: Path | None, preset: str | None, overrides: list[str] | None):
-    from .config import load_config
+    from evalign.config import load_config
 
     if config is None and preset is None:
         preset = "quickstart"
@@ -34,7 +34,7 @@ def _load(config: Path | None, preset: str | None, overrides: list[str] | None):
 
 
 def _quiet(q: bool) -> None:
-    from .progress import set_quiet
+    from evalign.progress import set_quiet
 
     if q:
         set_quiet(True)
@@ -51,8 +51,8 @@ def _print_result(result) -> None:
 def run(config: ConfigArg = None, preset: PresetOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
         verbose: VerboseOpt = False) -> None:
     """Run T eva iterations of one config (resumes if the run directory exists)."""
-    from .ablation import run_study
-    from .config import ArmSpec
+    from evalign.run.study import run_study
+    from evalign.config import ArmSpec
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
@@ -65,7 +65,7 @@ def run(config: ConfigArg = None, preset: PresetOpt = None, set_: SetOpt = None,
 def _print_checkpoints(run_dir: str) -> None:
     import json
 
-    from .store import RunStore
+    from evalign.store import RunStore
 
     with RunStore(run_dir, readonly=True) as store:
         study = json.loads(store.get_meta("study") or "{}")
@@ -87,7 +87,7 @@ def ablate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the ablation study: every arm from one start, then the table, plots and report."""
-    from .ablation import resolve_arms, run_study
+    from evalign.run.study import resolve_arms, run_study
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
@@ -112,7 +112,7 @@ def eval_(
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate a model against a baseline: win rate (both orders, CI, LC) and average score."""
-    from .evalcmd import evaluate_models
+    from evalign.run.compare import evaluate_models
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
@@ -123,8 +123,8 @@ def eval_(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Rebuild the tables, plots and HTML report from a run's store."""
-    from .report import build_report
-    from .store import RunStore
+    from evalign.report import build_report
+    from evalign.store import RunStore
 
     if not (run_dir / "run.db").is_file():
         raise EvalignError(f"{run_dir} is not an evalign run directory (no run.db)")
@@ -141,8 +141,8 @@ def models(
     name: Annotated[Optional[list[str]], typer.Option("--name", help="Only this built-in model.")] = None,
 ) -> None:
     """List the built-in models and their state; prepare them ahead of a run."""
-    from . import models as m
-    from .progress import console
+    from evalign import weights as m
+    from evalign.progress import console
 
     names = name or list(m.BUILTIN_MODELS)
     for n in names:
@@ -184,11 +184,11 @@ def generate(
     import json
     import time
 
-    from .backends import load_llm
-    from .backends.base import GenParams
-    from .config import ModelSpec, PromptsConfig
-    from .generation import user
-    from .prompts import load_prompts
+    from evalign.backends import load_llm
+    from evalign.backends.base import GenParams
+    from evalign.config import ModelSpec, PromptsConfig
+    from evalign.generation import user
+    from evalign.prompts import load_prompts
 
     spec = ModelSpec(model=model, backend=backend)  # type: ignore[arg-type]
     texts = prompt or [r.text for r in load_prompts(PromptsConfig(limit=limit, shuffle=False))]
@@ -228,7 +228,7 @@ def judge_check(
     quiet: QuietOpt = False,
 ) -> None:
     """Measure a judge or reward model on labeled pairs: accuracy, position bias, agreement, speed."""
-    from .judgecheck import run_judge_check
+    from evalign.eval.judge_check import run_judge_check
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
@@ -245,7 +245,7 @@ def config(config: ConfigArg = None, preset: PresetOpt = None, set_: SetOpt = No
 @app.command()
 def presets() -> None:
     """List the configs shipped with evalign."""
-    from .config import preset_names
+    from evalign.config import preset_names
 
     for name in preset_names():
         print(name)

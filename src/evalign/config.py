@@ -8,7 +8,6 @@ and ``--preset NAME`` loads a config shipped in ``evalign/presets``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 from importlib import resources
@@ -18,7 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from evalign.errors import ConfigError
+from evalign.hashing import stable_hash
 
 METRICS = ("gap", "max_mean", "variance", "mean", "inverse_mean", "best_second", "uniform")
 SAMPLERS = ("weighted", "greedy", "stratified", "uniform")
@@ -303,12 +303,6 @@ class Config(Section):
         if sections:
             data = {s: _get_path(data, s) for s in sections}
         return stable_hash(data)
-
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """sha256 of a canonical JSON rendering; equal inputs give equal keys across runs."""
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
 
 
 # ---------------------------------------------------------------------------- loading

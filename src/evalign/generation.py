@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from .backends.base import LLM, Conversation, ForwardingLLM, Generation, GenParams
-from .progress import track
-from .store import RunStore, key_of, sha
+from evalign.backends.base import LLM, Conversation, ForwardingLLM, Generation, GenParams
+from evalign.progress import track
+from evalign.store import RunStore, key_of, sha
 
 
 def conversation_sha(conversation: Conversation) -> str:

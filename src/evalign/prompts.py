@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import PromptsConfig
-from .errors import InputError
+from evalign.config import PromptsConfig
+from evalign.errors import InputError
 
 log = logging.getLogger(__name__)
 

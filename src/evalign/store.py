@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import sqlite3
@@ -30,9 +29,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import faults
-from .errors import RunInUseError
-from .fsutil import atomic_write_text, remove_stale_temporaries
+from evalign import faults
+from evalign.hashing import key_of, sha  # noqa: F401  (re-exported: callers take keys from the store)
+from evalign.errors import RunInUseError
+from evalign.fsutil import atomic_write_text, remove_stale_temporaries
 
 SCHEMA_VERSION = 1
 
@@ -139,16 +139,6 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (stage_key, name)
 );
 """
-
-
-def sha(text: str, length: int = 24) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
-
-
-def key_of(*parts: Any) -> str:
-    """Content key of a unit of work: sha256 over the canonical JSON of its parts."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
 class RunStore:

@@ -14,7 +14,7 @@ def save_builtin_tokenizer(out: str | Path) -> Path:
     """SmolLM2's tokenizer with its chat template, from the built-in GGUF, saved to ``out``."""
     from transformers import AutoTokenizer
 
-    from . import models
+    from evalign import weights as models
 
     gguf = models.gguf_path("smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

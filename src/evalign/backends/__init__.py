@@ -10,9 +10,9 @@ import atexit
 import weakref
 from pathlib import Path
 
-from ..config import ModelSpec
-from ..errors import ConfigError
-from .base import LLM, CallStats, Conversation, Generation, GenParams, Message
+from evalign.config import ModelSpec
+from evalign.errors import ConfigError
+from evalign.backends.base import LLM, CallStats, Conversation, Generation, GenParams, Message
 
 __all__ = ["LLM", "CallStats", "Conversation", "Generation", "GenParams", "Message", "load_llm", "resolve_backend"]
 
@@ -32,7 +32,7 @@ def _close_all() -> None:
 def resolve_backend(spec: ModelSpec) -> str:
     if spec.backend != "auto":
         return spec.backend
-    from .. import models
+    from evalign import weights as models
 
     if models.is_builtin(spec.model) or str(spec.model).endswith(".gguf"):
         return "llamacpp"
@@ -59,7 +59,7 @@ def _has_module(name: str) -> bool:
 def load_llm(spec: ModelSpec, *, model_id: str | None = None, budget=None, path: str | Path | None = None) -> LLM:
     """Build the backend a ModelSpec names. ``path`` overrides where weights are read from
     (a trained checkpoint directory); ``model_id`` overrides the cache identity."""
-    from .. import models
+    from evalign import weights as models
 
     backend = resolve_backend(spec)
     name = str(path) if path is not None else spec.model
@@ -68,7 +68,7 @@ def load_llm(spec: ModelSpec, *, model_id: str | None = None, budget=None, path:
     fingerprint = model_id or models.model_fingerprint(name)
     llm: LLM
     if backend == "transformers":
-        from .transformers_backend import TransformersLLM
+        from evalign.backends.transformers_backend import TransformersLLM
 
         llm = TransformersLLM(
             models.resolve_hf_dir(name),
@@ -80,7 +80,7 @@ def load_llm(spec: ModelSpec, *, model_id: str | None = None, budget=None, path:
             batch_size=spec.batch_size,
         )
     elif backend == "llamacpp":
-        from .llamacpp_backend import LlamaCppLLM
+        from evalign.backends.llamacpp_backend import LlamaCppLLM
 
         llm = LlamaCppLLM(
             models.resolve_gguf(name),
@@ -90,15 +90,15 @@ def load_llm(spec: ModelSpec, *, model_id: str | None = None, budget=None, path:
             chat_template=spec.chat_template,
         )
     elif backend == "openai":
-        from .openai_compat import OpenAICompatLLM
+        from evalign.backends.openai_compat import OpenAICompatLLM
 
         llm = OpenAICompatLLM(spec, budget=budget)
     elif backend == "vllm":
-        from .vllm_backend import VllmLLM
+        from evalign.backends.vllm_backend import VllmLLM
 
         llm = VllmLLM(spec, path=models.resolve_hf_dir(name), model_id=fingerprint)
     elif backend == "scripted":
-        from .scripted import SCRIPTS, ScriptedLLM
+        from evalign.backends.scripted import SCRIPTS, ScriptedLLM
 
         if spec.model not in SCRIPTS:
             raise ConfigError(f"no scripted model '{spec.model}'; registered: {', '.join(SCRIPTS)}")

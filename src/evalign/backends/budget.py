@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BudgetExceededError, ConfigError, InputError
+from evalign.errors import BudgetExceededError, ConfigError, InputError
 
 FORMAT_VERSION = 1
 

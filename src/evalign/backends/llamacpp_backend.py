@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
-from .base import LLM, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
+from evalign.errors import ModelNotFoundError
+from evalign.backends.base import LLM, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ..errors import BackendError
-from .base import LLM, Conversation, Generation, GenParams, Timer, sample_seed
-from .budget import Budget, Reservation
+from evalign.errors import BackendError
+from evalign.backends.base import LLM, Conversation, Generation, GenParams, Timer, sample_seed
+from evalign.backends.budget import Budget, Reservation
 
 log = logging.getLogger(__name__)
 

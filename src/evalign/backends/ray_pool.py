@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, ConfigError, EvalignError
-from .base import LLM, Conversation, Generation, GenParams
+from evalign.errors import BackendError, ConfigError, EvalignError
+from evalign.backends.base import LLM, Conversation, Generation, GenParams
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ class _Worker:
     """One backend instance inside a Ray actor."""
 
     def __init__(self, spec, model_id: str | None, path: str | None) -> None:
-        from . import load_llm
-        from .vllm_backend import RAY_WORKER_ENV
+        from evalign.backends import load_llm
+        from evalign.backends.vllm_backend import RAY_WORKER_ENV
 
         os.environ[RAY_WORKER_ENV] = "1"
         os.environ.setdefault("EVALIGN_QUIET", "1")
@@ -168,7 +168,7 @@ def _reraise(exc: BaseException, what: str):
     for line in text.splitlines():
         for name in ("ConfigError", "ModelNotFoundError", "BackendError", "InputError"):
             if line.startswith(f"evalign.errors.{name}: ") or line.startswith(f"{name}: "):
-                from .. import errors
+                from evalign import errors
 
                 raise getattr(errors, name)(line.split(": ", 1)[1]) from None
     raise BackendError(f"Ray worker failed while {what}: {text.strip().splitlines()[-1][:300] if text.strip() else exc!r}") from exc
@@ -186,7 +186,7 @@ class RayLLM(LLM):
         require_ray()
         import ray
 
-        from . import resolve_backend
+        from evalign.backends import resolve_backend
 
         if not ray.is_initialized():
             raise BackendError("RayLLM needs Ray to be initialised first (backends.ray_pool.ensure_ray)")

@@ -10,7 +10,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 
-from .base import LLM, Conversation, Generation, GenParams
+from evalign.backends.base import LLM, Conversation, Generation, GenParams
 
 GenerateFn = Callable[[Conversation, int], str]
 ChoiceFn = Callable[[Conversation, Sequence[str], str], Sequence[float]]

@@ -49,8 +49,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import BackendError, ConfigError, ModelNotFoundError
-from .base import LLM, Conversation, Generation, GenParams, sample_seed, trie_choice_logprobs
+from evalign.errors import BackendError, ConfigError, ModelNotFoundError
+from evalign.backends.base import LLM, Conversation, Generation, GenParams, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
 

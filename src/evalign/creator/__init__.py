@@ -3,10 +3,10 @@
 Pure library code: rewards in, new prompts with lineage out; the loop stores them.
 """
 
-from .filters import FILTER_REASONS, FilterDecision, filter_evolved
-from .informativeness import METRICS, informativeness
-from .operators import OPERATORS, Evolved, Parent, evolve, parse_numbered_list, parse_prompt
-from .sampling import SAMPLERS, SampleResult, sample_prompts
+from evalign.creator.filters import FILTER_REASONS, FilterDecision, filter_evolved
+from evalign.creator.informativeness import METRICS, informativeness
+from evalign.creator.operators import OPERATORS, Evolved, Parent, evolve, parse_numbered_list, parse_prompt
+from evalign.creator.sampling import SAMPLERS, SampleResult, sample_prompts
 
 __all__ = [
     "FILTER_REASONS",

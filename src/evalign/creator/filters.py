@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from datasketch import MinHash, MinHashLSH
 
-from ..config import FilterConfig
-from .templates import TEMPLATE_MARKERS
+from evalign.config import FilterConfig
+from evalign.creator.templates import TEMPLATE_MARKERS
 
 EMPTY = "empty"
 TOO_SHORT = "too_short"

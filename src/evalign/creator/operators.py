@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backends.base import LLM, Conversation, GenParams
-from . import templates as T
+from evalign.backends.base import LLM, Conversation, GenParams
+from evalign.creator import templates as T
 
 OPERATOR_VERSION = "evalign-operators-1"
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..backends.base import LLM, Conversation, GenParams
-from ..generation import cached_generate, user
-from ..store import RunStore
-from .formats import MTQuestion
-from .sets import EvalPrompt
+from evalign.backends.base import LLM, Conversation, GenParams
+from evalign.generation import cached_generate, user
+from evalign.store import RunStore
+from evalign.eval.formats import MTQuestion
+from evalign.eval.sets import EvalPrompt
 
 
 def answer_all(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ..errors import InputError
+from evalign.errors import InputError
 
 T = TypeVar("T")
 QuestionId = int | str

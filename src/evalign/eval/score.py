@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..judging import GradeItem, Judge
-from . import stats
-from .formats import MTQuestion
+from evalign.judge.judge import GradeItem, Judge
+from evalign.eval import stats
+from evalign.eval.formats import MTQuestion
 
 
 @dataclass

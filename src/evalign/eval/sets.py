@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import InputError
-from ..prompts import builtin_path
-from . import formats
+from evalign.errors import InputError
+from evalign.prompts import builtin_path
+from evalign.eval import formats
 
 T = TypeVar("T")
 

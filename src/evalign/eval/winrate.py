@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..judging import Judge, PairItem
-from . import stats
+from evalign.judge.judge import Judge, PairItem
+from evalign.eval import stats
 
 
 @dataclass

@@ -7,18 +7,28 @@ self-contained page.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..fsutil import atomic_write_text
-from ..store import RunStore
+from evalign.fsutil import atomic_write_text
+from evalign.store import RunStore
+
+
+@dataclass
+class StudyResult:
+    """Where a study's report was written, and its results table as Markdown."""
+
+    run_dir: str
+    report_dir: str
+    html: str | None
+    table_markdown: str
 
 
 def build_report(store: RunStore, out_dir: str | Path | None = None):
     """Write results.json, results.md, results.csv, the plots and report.html."""
     import json
 
-    from ..ablation import StudyResult
-    from . import collect, html, plots, tables
+    from evalign.report import collect, html, plots, tables
 
     out = Path(out_dir) if out_dir else store.dir / "report"
     out.mkdir(parents=True, exist_ok=True)

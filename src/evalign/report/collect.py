@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..eval import stats
-from ..store import RunStore, sha
+from evalign.eval import stats
+from evalign.store import RunStore, sha
 
 THETA0 = "theta0"
 
@@ -150,7 +150,7 @@ def collect(store: RunStore) -> dict[str, Any]:
 def _judge_validity(study: dict[str, Any], outcomes: dict[str, dict[str, list]], default_arm: str | None):
     """The eval judge's measured accuracy and position bias (from ``evalign judge-check``)
     and the smallest win-rate difference this study can detect with it."""
-    from ..judgecheck import load_cached_result
+    from evalign.eval.judge_check import load_cached_result
 
     judge = study.get("judge")
     if not judge:

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import tables
-from .plots import PLOTS
+from evalign.report import tables
+from evalign.report.plots import PLOTS
 
 MAX_TEXT_CHARS = 2000  # a lineage step longer than this is cut (the full text is in the store)
 MAX_STAGE_ROWS = 400

@@ -41,10 +41,10 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
-from ..config import TrainConfig
-from ..errors import ConfigError, EvalignError
-from ..fsutil import atomic_write_text
-from .train import TrainResult, train_preference
+from evalign.config import TrainConfig
+from evalign.errors import ConfigError, EvalignError
+from evalign.fsutil import atomic_write_text
+from evalign.solver.train import TrainResult, train_preference
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def launch_training(
     """Train ``base_path`` on ``pairs`` into ``out_dir`` under ``accelerate launch``."""
     if len(pairs) < cfg.min_pairs:  # nothing to launch: the same skip as in-process training
         return train_preference(base_path, pairs, cfg, out_dir, seed=seed)
-    from ..progress import console, is_quiet
+    from evalign.progress import console, is_quiet
 
     quiet = is_quiet() if quiet is None else quiet
     job_dir = Path(run_dir) / "launch" / job_hash(base_path, pairs, cfg, str(out_dir), seed)
@@ -163,7 +163,7 @@ def launch_training(
 
 def _run_streaming(argv: list[str], env: dict[str, str], log_path: Path, *, echo: bool) -> tuple[int, list[str]]:
     """Run ``argv``, copying each output line to ``log_path``, the run log and the console."""
-    from ..progress import console
+    from evalign.progress import console
 
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import faults
-from ..config import TrainConfig
-from ..fsutil import atomic_dir, atomic_write_text
+from evalign import faults
+from evalign.config import TrainConfig
+from evalign.fsutil import atomic_dir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _mixed_bf16(cfg: TrainConfig) -> bool:
     there, losses within noise; see docs/performance.md)."""
     import torch
 
-    from ..backends.transformers_backend import cpu_has_bf16
+    from evalign.backends.transformers_backend import cpu_has_bf16
 
     if cfg.dtype != "auto":
         return cfg.dtype == "bfloat16"
@@ -118,7 +118,7 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
         args = DPOConfig(loss_type=["sigmoid" if cfg.loss == "dpo" else "ipo"],
                          precompute_ref_log_probs=cfg.precompute_ref_logprobs, **common)
         if cfg.packed_batches:
-            from .packing import packed_dpo_trainer_class
+            from evalign.solver.packing import packed_dpo_trainer_class
 
             DPOTrainer = packed_dpo_trainer_class()
         return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,

@@ -31,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import TrainConfig
-from ..fsutil import atomic_write_text
-from .train import TrainResult, _trainer, _weights_dtype, to_dataset
+from evalign.config import TrainConfig
+from evalign.fsutil import atomic_write_text
+from evalign.solver.train import TrainResult, _trainer, _weights_dtype, to_dataset
 
 log = logging.getLogger("evalign.solver.train_entry")
 

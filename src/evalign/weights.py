@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from evalign.errors import ModelNotFoundError
 
 
 def cache_dir() -> Path:

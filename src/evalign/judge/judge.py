@@ -48,10 +48,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .backends.base import LLM, Conversation, GenParams
-from .errors import ConfigError
-from .progress import track
-from .store import RunStore, key_of, sha
+from evalign.backends.base import LLM, Conversation, GenParams
+from evalign.errors import ConfigError
+from evalign.progress import track
+from evalign.store import RunStore, key_of, sha
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .errors import InputError
-from .eval import formats
-from .eval.stats import as_dict
-from .evaluate import Answers, store_scores, store_win_rate
-from .modelpool import spec_model_id
-from .progress import say
-from .report.tables import num, pct
-from .session import open_run
-from .store import key_of
+from evalign.config import Config
+from evalign.errors import InputError
+from evalign.eval import formats
+from evalign.eval.stats import as_dict
+from evalign.eval.evaluator import Answers, store_scores, store_win_rate
+from evalign.backends.pool import spec_model_id
+from evalign.progress import say
+from evalign.report.tables import num, pct
+from evalign.run.session import open_run
+from evalign.store import key_of
 
 
 @dataclass
@@ -73,7 +73,7 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         ev = s.evaluator
         if ev is None:
             raise InputError("eval.enabled is false; enable it to evaluate")
-        from . import models
+        from evalign import weights as models
 
         models.check_model_name(model, spec.backend)
         model_id = spec_model_id(spec)

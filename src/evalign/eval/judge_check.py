@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ModelSpec
-from .errors import InputError
-from .eval import formats, stats
-from .judging import VARIANTS, GradeItem, Judge, PairItem
-from .models import cache_dir
-from .prompts import builtin_path
+from evalign.config import Config, ModelSpec
+from evalign.errors import InputError
+from evalign.eval import formats, stats
+from evalign.judge.judge import VARIANTS, GradeItem, Judge, PairItem
+from evalign.weights import cache_dir
+from evalign.prompts import builtin_path
 
 KINDS = ("pairwise", "pointwise", "pairwise_anchor", "classifier")
 
@@ -96,7 +96,7 @@ def load_labeled(labeled: Path | None, mt_judgments: Path | None, mt_answers: Pa
     if not pairs:
         raise InputError(f"{source}: no labeled pairs")
     if limit:
-        from .eval.sets import spread
+        from evalign.eval.sets import spread
 
         # Evenly over category x difficulty: the file lists each category's gross pairs first,
         # and a subset of gross pairs alone cannot tell judges apart.
@@ -238,7 +238,7 @@ def cached_result_path(judge_id: str, kind: str, mode: str, version: str) -> Pat
 
 
 def save_result(result: CheckResult) -> Path:
-    from .fsutil import atomic_write_text
+    from evalign.fsutil import atomic_write_text
 
     path = cached_result_path(result.judge_id, result.kind, result.mode, result.template_version)
     atomic_write_text(path, json.dumps(result.as_dict(), indent=1))
@@ -323,7 +323,7 @@ def _keep_timing(result: CheckResult) -> None:
 def _tiebreak_spec(cfg: Config) -> ModelSpec:
     """The policy that breaks ties: the configured policy, on transformers (sequence scoring
     reads the model directly; a built-in name would otherwise resolve to llama.cpp)."""
-    from .backends import resolve_backend
+    from evalign.backends import resolve_backend
 
     spec = cfg.policy
     if resolve_backend(spec) == "llamacpp":
@@ -339,9 +339,9 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
     (one result each; default: ``eval.judge_variant`` when the config has it, else base).
     ``pool``: a ``ModelPool`` to take models from (tests pass scripted ones); closed only
     when created here."""
-    from .modelpool import ModelPool
-    from .reward import ClassifierReward, JudgePairwiseAnchorReward
-    from .store import RunStore
+    from evalign.backends.pool import ModelPool
+    from evalign.judge.reward import ClassifierReward, JudgePairwiseAnchorReward
+    from evalign.store import RunStore
 
     spec = cfg.eval.judge
     if judge:
@@ -386,7 +386,7 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
         for r in results:
             _keep_timing(r)
             save_result(r)
-        from .fsutil import atomic_write_text
+        from evalign.fsutil import atomic_write_text
 
         atomic_write_text(run_dir / "judge_check.json", json.dumps([r.as_dict() for r in results], indent=1))
     table = format_table(results)

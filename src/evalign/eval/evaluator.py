@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends.base import GenParams
-from .config import EvalConfig
-from .eval import formats
-from .eval.answers import answer_all
-from .eval.score import Scores, judge_scores
-from .eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts
-from .eval.winrate import WinRate, judge_win_rate
-from .judging import Judge
-from .modelpool import ModelPool
-from .store import RunStore
+from evalign.backends.base import GenParams
+from evalign.config import EvalConfig
+from evalign.eval import formats
+from evalign.eval.answers import answer_all
+from evalign.eval.score import Scores, judge_scores
+from evalign.eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts
+from evalign.eval.winrate import WinRate, judge_win_rate
+from evalign.judge.judge import Judge
+from evalign.backends.pool import ModelPool
+from evalign.store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from . import models
-from .backends import load_llm, resolve_backend
-from .backends.base import LLM, ForwardingLLM
-from .config import ModelSpec
+from evalign import weights as models
+from evalign.backends import load_llm, resolve_backend
+from evalign.backends.base import LLM, ForwardingLLM
+from evalign.config import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class ModelPool:
         self._policy: LazyLLM | None = None
         self._ray_started = False
         if executor == "ray":
-            from .backends.ray_pool import require_ray
-            from .config import RayConfig
+            from evalign.backends.ray_pool import require_ray
+            from evalign.config import RayConfig
 
             require_ray()
             self.ray_cfg = ray_cfg or RayConfig()
@@ -84,7 +84,7 @@ class ModelPool:
 
     def _load(self, spec: ModelSpec, model_id: str, path: str | Path | None = None) -> LLM:
         if self.executor == "ray" and resolve_backend(spec) != "openai":
-            from .backends.ray_pool import RayLLM, ensure_ray
+            from evalign.backends.ray_pool import RayLLM, ensure_ray
 
             self._ray_started |= ensure_ray(self.ray_cfg)
             return RayLLM(spec, self.ray_cfg.num_workers, model_id=model_id, path=path)

@@ -25,17 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import creator, faults
-from .backends.base import GenParams
-from .config import Config
-from .generation import CachedLLM, cached_generate, user
-from .modelpool import ModelPool, spec_model_id
-from .progress import log_event, say
-from .prompts import load_prompts
-from .reward import RewardModel, build_reward_model
-from .solver.pairs import Pair, build_pairs, mix_pairs
-from .solver.train import train_preference
-from .store import RunStore, key_of, sha
+from evalign import creator, faults
+from evalign.backends.base import GenParams
+from evalign.config import Config
+from evalign.generation import CachedLLM, cached_generate, user
+from evalign.backends.pool import ModelPool, spec_model_id
+from evalign.progress import log_event, say
+from evalign.prompts import load_prompts
+from evalign.judge.reward import RewardModel, build_reward_model
+from evalign.solver.pairs import Pair, build_pairs, mix_pairs
+from evalign.solver.train import train_preference
+from evalign.store import RunStore, key_of, sha
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +306,11 @@ class Runner:
             out_dir = self.store.checkpoints_dir / key[:16]
             seed = derived_seed(cfg.run.seed, "train", it)
             if tc.launcher == "accelerate":
-                from .solver.launch import launch_training
+                from evalign.solver.launch import launch_training
 
                 result = launch_training(base_path, pairs, tc, out_dir, seed=seed, run_dir=self.store.dir)
             else:
-                from .progress import is_quiet
+                from evalign.progress import is_quiet
 
                 result = train_preference(base_path, pairs, tc, out_dir, seed=seed, quiet=is_quiet())
             return result.as_dict()
@@ -343,7 +343,7 @@ class Runner:
             torch.cuda.empty_cache()
 
     def _trainable_path(self, cfg: Config, state: ArmState) -> str:
-        from . import models
+        from evalign import weights as models
 
         if state.policy_path == cfg.policy.model:
             return models.resolve_hf_dir(cfg.policy.model)

@@ -15,17 +15,17 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .config import ArmSpec, Config, apply_overrides, validate
-from .errors import ConfigError
-from .evaluate import Answers, store_scores, store_win_rate
-from .store import key_of
-from .loop import Runner
-from .modelpool import spec_model_id
-from .progress import say
-from .session import Session, open_run
+from evalign.config import ArmSpec, Config, apply_overrides, validate
+from evalign.errors import ConfigError
+from evalign.eval.evaluator import Answers, store_scores, store_win_rate
+from evalign.store import key_of
+from evalign.run.loop import Runner
+from evalign.backends.pool import spec_model_id
+from evalign.progress import say
+from evalign.report import StudyResult, build_report
+from evalign.run.session import Session, open_run
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ def resolve_arms(cfg: Config, only: Sequence[str] | None = None) -> list[ArmSpec
     return arms
 
 
-@dataclass
-class StudyResult:
-    run_dir: str
-    report_dir: str
-    html: str | None
-    table_markdown: str
-
-
 def run_study(
     cfg: Config,
     *,
@@ -81,8 +73,6 @@ def run_study(
     single: bool = False,
 ) -> StudyResult:
     """Run (or resume) the arms for every seed, evaluate, and build the report."""
-    from .report import build_report
-
     arm_specs = list(arms) if arms is not None else resolve_arms(cfg)
     n_seeds = seeds or cfg.ablation.seeds
     t_start = time.perf_counter()
@@ -125,8 +115,8 @@ def _load_study(s: Session) -> dict[str, Any]:
 def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list[str], n_seeds: int) -> None:
     """Win rates and scores of every arm, judged in one batch so the judge's KV cache is
     reused across arms (θ0's answer opens half of all pairwise prompts for a question)."""
-    from .eval.score import grade_items
-    from .eval.winrate import pair_items
+    from evalign.eval.score import grade_items
+    from evalign.eval.winrate import pair_items
 
     ev = s.evaluator
     assert ev is not None

@@ -8,12 +8,12 @@ import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .backends.budget import Budget
-from .config import Config
-from .evaluate import Evaluator
-from .modelpool import ModelPool
-from .progress import setup_logging
-from .store import RunStore
+from evalign.backends.budget import Budget
+from evalign.config import Config
+from evalign.eval.evaluator import Evaluator
+from evalign.backends.pool import ModelPool
+from evalign.progress import setup_logging
+from evalign.store import RunStore
 
 TRACKED_PACKAGES = ("evalign", "torch", "transformers", "trl", "peft", "llama_cpp_python", "vllm", "datasets")
 
@@ -39,7 +39,7 @@ class Session:
 @contextlib.contextmanager
 def open_run(cfg: Config, *, verbose: bool = False, with_eval: bool = True) -> Iterator[Session]:
     """Lock the run directory, record the config and versions, and build the model pool."""
-    from . import models
+    from evalign import weights as models
 
     for spec in (cfg.policy, cfg.creator.model, cfg.solver.reward.model, cfg.eval.judge):
         models.check_model_name(spec.model, spec.backend)

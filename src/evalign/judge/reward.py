@@ -16,11 +16,11 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from .backends.base import LLM
-from .config import ModelSpec, RewardConfig
-from .judging import GRADE_VERSION, GradeItem, Judge, PairItem
-from .progress import track
-from .store import RunStore, key_of, sha
+from evalign.backends.base import LLM
+from evalign.config import ModelSpec, RewardConfig
+from evalign.judge.judge import GRADE_VERSION, GradeItem, Judge, PairItem
+from evalign.progress import track
+from evalign.store import RunStore, key_of, sha
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class ClassifierReward(RewardModel):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from . import models
+        from evalign import weights as models
 
         path = models.resolve_hf_dir(spec.model)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

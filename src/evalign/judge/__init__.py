@@ -1,0 +1,1 @@
+"""LLM judges and reward models: prompts, verdicts, variants, rewards."""
