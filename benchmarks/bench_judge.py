@@ -71,7 +71,7 @@ def naive_grade(llm, judge, item) -> float:
     import numpy as np
 
     from evalign.backends.base import continuation_ids
-    from evalign.judge.judge import GRADE_LOGPROB_PREFIX, SCORES
+    from evalign.judge.prompts import GRADE_LOGPROB_PREFIX, SCORES
 
     raw = llm.llm
     text = llm.render(judge.grade_conversation(item), GRADE_LOGPROB_PREFIX + " ")
@@ -110,7 +110,7 @@ def run(args) -> dict:
     import llama_cpp
 
     from evalign.backends.llamacpp_backend import LlamaCppLLM
-    from evalign.judge.judge import GradeItem, Judge
+    from evalign.judge import GradeItem, Judge
     from evalign.weights import gguf_path
 
     n_prompts = 16 if args.quick else 64

@@ -77,7 +77,7 @@ def test_the_cli_generates_the_same_text_for_the_same_seeds():
 def test_the_builtin_judge_prefers_intact_answers_to_broken_ones():
     """The real judge, pairwise in both orders and graded 1-10, on answers cut to 3 words."""
     from evalign.eval.winrate import judge_win_rate
-    from evalign.judge.judge import GradeItem, Judge
+    from evalign.judge import GradeItem, Judge
 
     questions = ["What causes the seasons on Earth?", "Give three tips for saving money on groceries.",
                  "Explain what a hash table is.", "Why do cats purr?"]

@@ -11,7 +11,7 @@ from evalign.backends.scripted import ScriptedLLM
 from evalign.eval.formats import MTQuestion
 from evalign.eval.score import judge_scores
 from evalign.eval.winrate import judge_win_rate
-from evalign.judge.judge import GradeItem, Judge, PairItem, defang
+from evalign.judge import GradeItem, Judge, PairItem, defang
 from evalign.store import RunStore
 
 QUESTIONS = [f"Explain idea number {i} in two sentences." for i in range(24)]

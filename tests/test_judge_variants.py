@@ -12,7 +12,7 @@ import pytest
 from evalign.backends.base import GenParams
 from evalign.backends.scripted import ScriptedLLM
 from evalign.errors import ConfigError
-from evalign.judge.judge import (
+from evalign.judge import (
     ALT_PAIRWISE_LOGPROB_PREFIX,
     COT_MAX_TOKENS,
     DEFAULT_RUBRIC,

@@ -266,6 +266,25 @@ class TransformersLLM(LLM):
             self.stats.add(calls=1, prompt_tokens=len(base))
         return results
 
+    # ------------------------------------------------------------------ sequence scoring
+
+    def sequence_logprob(self, conversation: Conversation, continuation: str) -> tuple[float, int]:
+        """log P(continuation | conversation) as the assistant's reply, and its token count:
+        one forward pass over prompt + continuation (the judge's ``policy_tiebreak`` asks it)."""
+        prompt = self.render(conversation)
+        base, full = self.encode(prompt), self.encode(prompt + continuation)
+        start = 0
+        while start < min(len(base), len(full)) and base[start] == full[start]:
+            start += 1
+        start = max(start, 1)
+        if start >= len(full):
+            return 0.0, 0
+        with torch.inference_mode():
+            ids = torch.tensor([full], dtype=torch.long, device=self.device)
+            logits = self.model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+            token_lp = logits.gather(-1, ids[0, 1:, None]).squeeze(-1)
+        return float(token_lp[start - 1 :].sum()), len(full) - start
+
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
         if torch.cuda.is_available():

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evalign.judge.judge import GradeItem, Judge
+from evalign.judge.judge import Judge
+from evalign.judge.verdicts import GradeItem
 from evalign.eval import stats
 from evalign.eval.formats import MTQuestion
 

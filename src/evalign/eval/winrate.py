@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from evalign.judge.judge import Judge, PairItem
+from evalign.judge.judge import Judge
+from evalign.judge.verdicts import PairItem
 from evalign.eval import stats
 
 
