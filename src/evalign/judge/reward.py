@@ -7,7 +7,9 @@
   the same prompt (the prompt's first sample), both orders averaged to cancel position bias;
   the anchor itself scores 0.5.
 
-Scores are cached in the run store per (reward model, prompt, response[, anchor]).
+Scores are cached in the run store per (reward model, prompt, response[, anchor]). Each
+kind is registered in :data:`evalign.registry.REWARD_KINDS` as a builder
+``(RewardConfig, llm, store) -> RewardModel``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from collections.abc import Sequence
 
 from evalign.backends.base import LLM
 from evalign.config import ModelSpec, RewardConfig
-from evalign.judge.judge import GRADE_VERSION, GradeItem, Judge, PairItem
+from evalign.hashing import key_of, sha
+from evalign.judge.judge import Judge
+from evalign.judge.prompts import GRADE_VERSION
+from evalign.judge.verdicts import GradeItem, PairItem
 from evalign.progress import track
-from evalign.store import RunStore, key_of, sha
+from evalign.registry import REWARD_KINDS
+from evalign.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +156,28 @@ class ClassifierReward(RewardModel):
         self.model = None
 
 
-def build_reward_model(cfg: RewardConfig, llm: LLM | None = None, store: RunStore | None = None) -> RewardModel:
-    """A RewardModel from config; judge kinds take an already loaded judge LLM."""
-    if cfg.kind == "classifier":
-        return ClassifierReward(cfg.model)
+def _reward_judge(cfg: RewardConfig, llm: LLM | None, store: RunStore | None) -> Judge:
     if llm is None:
         raise ValueError("judge rewards need an LLM")
-    judge = Judge(llm, mode="logprobs" if llm.exact_logprobs else "generate", store=store,
-                  max_answer_tokens=cfg.max_response_tokens)
-    if cfg.kind == "judge_pointwise":
-        return JudgePointwiseReward(judge)
-    return JudgePairwiseAnchorReward(judge)
+    return Judge(llm, mode="logprobs" if llm.exact_logprobs else "generate", store=store,
+                 max_answer_tokens=cfg.max_response_tokens)
+
+
+@REWARD_KINDS.register("judge_pointwise")
+def _judge_pointwise(cfg: RewardConfig, llm: LLM | None, store: RunStore | None) -> RewardModel:
+    return JudgePointwiseReward(_reward_judge(cfg, llm, store))
+
+
+@REWARD_KINDS.register("judge_pairwise_anchor")
+def _judge_pairwise_anchor(cfg: RewardConfig, llm: LLM | None, store: RunStore | None) -> RewardModel:
+    return JudgePairwiseAnchorReward(_reward_judge(cfg, llm, store))
+
+
+@REWARD_KINDS.register("classifier")
+def _classifier(cfg: RewardConfig, llm: LLM | None, store: RunStore | None) -> RewardModel:
+    return ClassifierReward(cfg.model)
+
+
+def build_reward_model(cfg: RewardConfig, llm: LLM | None = None, store: RunStore | None = None) -> RewardModel:
+    """A RewardModel from config; judge kinds take an already loaded judge LLM."""
+    return REWARD_KINDS.get(cfg.kind)(cfg, llm, store)
