@@ -13,8 +13,14 @@ from evalign.backends.scripted import ScriptedLLM
 from evalign.config import Config
 from evalign.errors import InputError
 from evalign.eval import formats
-from evalign.eval.judge_check import cached_result_path, check_pairwise, load_cached_result, run_judge_check
-from evalign.judge.judge import PAIR_VERSION, Judge
+from evalign.eval.judge_check import (
+    cached_result_path,
+    check_pairwise,
+    format_report,
+    load_cached_result,
+    run_judge_check,
+)
+from evalign.judge import PAIR_VERSION, Judge
 from evalign.backends.pool import spec_model_id
 from evalign.prompts import builtin_path
 
@@ -70,9 +76,11 @@ def _own_cache(tmp_path, monkeypatch):
 
 
 def _run(tmp_path, capsys, llm=None, **kw):
+    """Results, the text ``evalign judge-check`` prints for them, and the pool."""
     pool = Pool(llm or ScriptedLLM(choice_fn=half_blind, model_id="scripted:judge"), Policy())
     results = run_judge_check(Config(), judge="judge", backend="scripted", out=tmp_path / "run", pool=pool, **kw)
-    return results, capsys.readouterr().out, pool
+    assert capsys.readouterr().out == ""  # the library returns; only the command prints
+    return results, format_report(results, tmp_path / "run"), pool
 
 
 def test_each_variant_gets_a_row_and_its_own_saved_result(tmp_path, capsys):

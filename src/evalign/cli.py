@@ -228,12 +228,14 @@ def judge_check(
     quiet: QuietOpt = False,
 ) -> None:
     """Measure a judge or reward model on labeled pairs: accuracy, position bias, agreement, speed."""
-    from evalign.eval.judge_check import run_judge_check
+    from evalign.eval.judge_check import format_report, run_judge_check
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
-    run_judge_check(cfg, judge=judge, backend=backend, kind=kind, labeled=labeled, mt_judgments=mt_judgments,
-                    mt_answers=mt_answers, mt_questions=mt_questions, limit=limit, variants=variant, out=out)
+    results = run_judge_check(cfg, judge=judge, backend=backend, kind=kind, labeled=labeled,
+                              mt_judgments=mt_judgments, mt_answers=mt_answers, mt_questions=mt_questions,
+                              limit=limit, variants=variant, out=out)
+    print(format_report(results, out))
 
 
 @app.command()

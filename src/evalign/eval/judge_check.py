@@ -10,76 +10,44 @@ JSONL of the same shape, or MT-Bench human/GPT-4 judgment files — it measures:
   Spearman correlation of the scores with the labels' scores;
 * speed: judge calls per second and seconds per labeled pair.
 
-Judge variants (``--variant``, :data:`judging.VARIANTS`) are measured with the pairwise
-check, one result per variant; the reward modes (pointwise, pairwise_anchor) with the base
-judge. The result is cached per judge (model, kind, mode, template version — the version
-includes the variant) under the evalign cache, so ablation reports can show it beside
-their numbers; results measured for the built-in judge ship in ``data/judge_checks/``.
-Judgments are cached in a run store so a rerun is free (and keeps the timing measured
-when they were made).
+Judge variants (``--variant``, :data:`evalign.judge.variants.VARIANTS`) are measured with
+the pairwise check, one result per variant; the reward modes (pointwise, pairwise_anchor)
+with the base judge. Judgments are cached in a run store so a rerun is free (and keeps the
+timing measured when they were made). The result record, its cache and its table are in
+:mod:`evalign.eval.judge_check_io`; this module loads pairs, measures and runs the check.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from evalign.config import Config, ModelSpec
 from evalign.errors import InputError
 from evalign.eval import formats, stats
-from evalign.judge.judge import VARIANTS, GradeItem, Judge, PairItem
-from evalign.weights import cache_dir
+from evalign.eval.judge_check_io import (  # noqa: F401  (re-exported: the check's public names)
+    DEFAULT_RUN_DIR,
+    CheckResult,
+    cached_result_path,
+    format_report,
+    format_table,
+    keep_timing,
+    load_cached_result,
+    results_file,
+    save_result,
+)
+from evalign.judge.judge import Judge
+from evalign.judge.variants import VARIANTS, get_variant
+from evalign.judge.verdicts import GradeItem, PairItem
 from evalign.prompts import builtin_path
 
+#: What judge-check measures: the judge's pairwise verdicts (per variant), and the reward
+#: kinds of :data:`evalign.registry.REWARD_KINDS` without their ``judge_`` prefix —
+#: ``pointwise`` grades with the judge itself, ``pairwise_anchor`` and ``classifier`` score
+#: through the reward models (tests/test_judgecheck.py keeps the two lists in step).
 KINDS = ("pairwise", "pointwise", "pairwise_anchor", "classifier")
-
-
-@dataclass
-class CheckResult:
-    judge_id: str
-    kind: str
-    mode: str
-    n: int
-    accuracy: stats.Estimate
-    calls_per_second: float
-    seconds: float
-    by_category: dict[str, dict[str, float]] = field(default_factory=dict)
-    by_difficulty: dict[str, dict[str, float]] = field(default_factory=dict)
-    order_accuracy: tuple[float, float] | None = None  # better first, better second
-    first_position_rate: float | None = None
-    first_rate_by_order: tuple[float, float] | None = None
-    order_agreement: float | None = None
-    spearman: float | None = None
-    template_version: str = ""
-    source: str = ""
-    variant: str = "base"
-    #: Judge (and tie-breaker) calls and wall seconds per labeled pair, both orders.
-    calls_per_pair: float | None = None
-    seconds_per_pair: float | None = None
-    #: Mean both-orders P(better answer) with a bootstrap CI: the verdict's strength, which is
-    #: what a win rate averages (``calibrated`` changes it, never the thresholded accuracy).
-    soft_accuracy: stats.Estimate | None = None
-    #: Per-phrasing both-orders accuracy (``ensemble``).
-    components: dict[str, float] | None = None
-    #: Pairs the policy decided and the accuracy on them (``policy_tiebreak``).
-    tiebreaks: int | None = None
-    tiebreak_accuracy: float | None = None
-    #: True when every judgment came from the run store and the timing is the one saved when
-    #: they were made.
-    timing_from_cache: bool = False
-    #: Per labeled pair, in input order: 1 right, 0.5 tie, 0 wrong (for paired comparisons).
-    correct: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("accuracy", "soft_accuracy")}
-        d["accuracy"] = self.accuracy.as_dict()
-        d["soft_accuracy"] = self.soft_accuracy.as_dict() if self.soft_accuracy else None
-        return d
 
 
 def load_labeled(labeled: Path | None, mt_judgments: Path | None, mt_answers: Path | None,
@@ -232,97 +200,9 @@ def paired_comparison(a: list[float], b: list[float]) -> dict[str, float]:
     return {"only_a": only_a, "only_b": only_b, "p_value": float(p)}
 
 
-def cached_result_path(judge_id: str, kind: str, mode: str, version: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.@-]+", "_", judge_id)[:120]
-    return cache_dir() / "judge-checks" / f"{slug}--{kind}--{mode or 'na'}--{version or 'na'}.json"
-
-
-def save_result(result: CheckResult) -> Path:
-    from evalign.fsutil import atomic_write_text
-
-    path = cached_result_path(result.judge_id, result.kind, result.mode, result.template_version)
-    atomic_write_text(path, json.dumps(result.as_dict(), indent=1))
-    return path
-
-
-def load_cached_result(judge_id: str, kind: str, mode: str, version: str) -> dict[str, Any] | None:
-    """A judge-check result measured earlier for exactly this judge, template and mode."""
-    for path in (cached_result_path(judge_id, kind, mode, version), _shipped_path(judge_id, kind, mode, version)):
-        if path is not None and path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return None
-
-
-def _shipped_path(judge_id: str, kind: str, mode: str, version: str) -> Path | None:
-    """Results measured for the built-in judge and shipped with evalign (docs/judges.md)."""
-    slug = re.sub(r"[^A-Za-z0-9_.@-]+", "_", judge_id)[:120]
-    p = builtin_path("judge_checks") / f"{slug}--{kind}--{mode or 'na'}--{version or 'na'}.json"
-    return p
-
-
-def format_table(results: list[CheckResult]) -> str:
-    head = ("| judge / reward | kind | variant | mode | n | accuracy % [95% CI] | gross / subtle % "
-            "| better-first / better-second % | first-position rate | order agreement | Spearman | calls/s "
-            "| s / pair |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        acc = f"{100 * r.accuracy.value:.1f} [{100 * r.accuracy.ci_low:.1f}, {100 * r.accuracy.ci_high:.1f}]"
-        diff = " / ".join(f"{100 * r.by_difficulty[d]['accuracy']:.0f}" if d in r.by_difficulty else "—"
-                          for d in ("gross", "subtle"))
-        orders = f"{100 * r.order_accuracy[0]:.0f} / {100 * r.order_accuracy[1]:.0f}" if r.order_accuracy else "—"
-        first = (f"{r.first_position_rate:.2f} ({r.first_rate_by_order[0]:.2f} / {r.first_rate_by_order[1]:.2f})"
-                 if r.first_position_rate is not None else "—")
-        agree = f"{r.order_agreement:.2f}" if r.order_agreement is not None else "—"
-        rho = f"{r.spearman:.2f}" if r.spearman is not None else "—"
-        spp = f"{r.seconds_per_pair:.2f}" if r.seconds_per_pair is not None else "—"
-        variant = r.variant if r.kind == "pairwise" else "—"
-        lines.append(f"| {r.judge_id} | {r.kind} | {variant} | {r.mode or '—'} | {r.n} | {acc} | {diff} | {orders} "
-                     f"| {first} | {agree} | {rho} | {r.calls_per_second:.2f} | {spp} |")
-    cats = sorted({c for r in results for c in r.by_category})
-    if cats:
-        lines += ["", "| kind / variant | " + " | ".join(cats) + " | gross | subtle |",
-                  "|---|" + "---|" * (len(cats) + 2)]
-        for r in results:
-            cells = [f"{100 * r.by_category[c]['accuracy']:.0f}" if c in r.by_category else "—" for c in cats]
-            cells += [f"{100 * r.by_difficulty[d]['accuracy']:.0f}" if d in r.by_difficulty else "—"
-                      for d in ("gross", "subtle")]
-            name = f"{r.kind} / {r.variant}" if r.kind == "pairwise" else r.kind
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    extras = []
-    for r in results:
-        bits = []
-        if r.soft_accuracy is not None:
-            bits.append(f"mean P(better) {r.soft_accuracy.fmt(pct=True)}")
-        if r.components:
-            bits.append("per phrasing " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.components.items()))
-        if r.tiebreaks is not None:
-            tba = f", {100 * r.tiebreak_accuracy:.0f}% right" if r.tiebreak_accuracy is not None else ""
-            bits.append(f"policy decided {r.tiebreaks} pairs{tba}")
-        if r.timing_from_cache:
-            bits.append("timing from the run that made the judgments")
-        if bits:
-            extras.append(f"- {r.kind} / {r.variant}: " + "; ".join(bits))
-    if extras:
-        lines += [""] + extras
-    return "\n".join(lines)
-
-
-def _keep_timing(result: CheckResult) -> None:
-    """A rerun served from the run store made no calls: keep the speed saved when it did."""
-    if result.calls_per_second or not result.n:
-        return
-    old = load_cached_result(result.judge_id, result.kind, result.mode, result.template_version)
-    if old and old.get("calls_per_second"):
-        result.calls_per_second = old["calls_per_second"]
-        result.seconds = old.get("seconds", result.seconds)
-        result.calls_per_pair = old.get("calls_per_pair", result.calls_per_pair)
-        result.seconds_per_pair = old.get("seconds_per_pair", result.seconds_per_pair)
-        result.timing_from_cache = True
-
-
 def _tiebreak_spec(cfg: Config) -> ModelSpec:
-    """The policy that breaks ties: the configured policy, on transformers (sequence scoring
-    reads the model directly; a built-in name would otherwise resolve to llama.cpp)."""
+    """The policy that breaks ties: the configured policy, on transformers (the backend that
+    scores sequences; a built-in name would otherwise resolve to llama.cpp)."""
     from evalign.backends import resolve_backend
 
     spec = cfg.policy
@@ -338,7 +218,7 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
     """Measure the judge on labeled pairs. ``variants``: judge variants for the pairwise check
     (one result each; default: ``eval.judge_variant`` when the config has it, else base).
     ``pool``: a ``ModelPool`` to take models from (tests pass scripted ones); closed only
-    when created here."""
+    when created here. Returns the results; :func:`format_report` shows them."""
     from evalign.backends.pool import ModelPool
     from evalign.judge.reward import ClassifierReward, JudgePairwiseAnchorReward
     from evalign.store import RunStore
@@ -359,7 +239,7 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
     if bad:
         raise InputError(f"unknown --variant {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
     pairs, source = load_labeled(labeled, mt_judgments, mt_answers, mt_questions, limit)
-    run_dir = out or Path("runs") / "judge-check"
+    run_dir = out or DEFAULT_RUN_DIR
     results: list[CheckResult] = []
     with RunStore(run_dir) as store:
         own_pool = pool is None
@@ -371,7 +251,7 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
                     continue
                 llm = pool.get(spec)
                 for v in (names if k == "pairwise" else ["base"]):
-                    policy = pool.get(_tiebreak_spec(cfg)) if v == "policy_tiebreak" else None
+                    policy = pool.get(_tiebreak_spec(cfg)) if get_variant(v).needs_policy else None
                     j = Judge(llm, mode=cfg.eval.judge_mode, store=store, parse_retries=cfg.eval.parse_retries,
                               max_answer_tokens=cfg.eval.max_judge_answer_tokens, variant=v, tiebreak_llm=policy)
                     if k == "pairwise":
@@ -384,12 +264,9 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
             if own_pool:
                 pool.close()
         for r in results:
-            _keep_timing(r)
+            keep_timing(r)
             save_result(r)
         from evalign.fsutil import atomic_write_text
 
-        atomic_write_text(run_dir / "judge_check.json", json.dumps([r.as_dict() for r in results], indent=1))
-    table = format_table(results)
-    print(table)
-    print(f"labeled pairs: {source} (n={len(pairs)}); results: {run_dir / 'judge_check.json'}")
+        atomic_write_text(results_file(run_dir), json.dumps([r.as_dict() for r in results], indent=1))
     return results
