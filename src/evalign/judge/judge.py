@@ -30,7 +30,15 @@ from collections.abc import Sequence
 from evalign.backends.base import LLM, Conversation, GenParams
 from evalign.errors import ConfigError
 from evalign.hashing import key_of, sha
-from evalign.judge.prompts import GRADE_LOGPROB_PREFIX, GRADE_VERSION, PAIR_VERSION, SCORES, defang, grade_prompt, pair_prompt
+from evalign.judge.prompts import (
+    GRADE_LOGPROB_PREFIX,
+    GRADE_VERSION,
+    PAIR_VERSION,
+    SCORES,
+    defang,
+    grade_prompt,
+    pair_prompt,
+)
 from evalign.judge.variants import PHRASINGS, TIEBREAK_BAND, JudgeVariant, Phrasing, get_variant
 from evalign.judge.verdicts import (
     GradeItem,

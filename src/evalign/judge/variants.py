@@ -40,7 +40,8 @@ def _version(base_version: str, name: str, text: str, extra: str = "") -> str:
 
 
 # What each non-base variant's template version hashes besides the base version (frozen).
-_COT_TEXT = f"{p.COT_MAX_TOKENS}|{p.COT_PAIRWISE_INSTRUCTION}|{p.COT_GRADE_INSTRUCTION}|{p.COT_PAIR_STOP}|{p.COT_GRADE_STOP}"
+_COT_TEXT = (f"{p.COT_MAX_TOKENS}|{p.COT_PAIRWISE_INSTRUCTION}|{p.COT_GRADE_INSTRUCTION}|{p.COT_PAIR_STOP}|"
+             f"{p.COT_GRADE_STOP}")
 _ENSEMBLE_TEXT = ("base+rubric+alt|" + p.RUBRIC_VERSION_TEXT + p.ALT_PAIRWISE_LOGPROB_INSTRUCTION
                   + p.ALT_PAIRWISE_LOGPROB_PREFIX + p.ALT_PAIRWISE_GENERATE_INSTRUCTION)
 
