@@ -124,3 +124,81 @@ def test_model_names_are_checked(tmp_path):
         check_model_name("./missing/checkpoint", "transformers")
     with pytest.raises(ModelNotFoundError, match="not a built-in model"):
         check_model_name("not a model!", "transformers")
+
+
+# ------------------------------------------------------------- config and registries in step
+
+
+def _sections():
+    from pydantic import BaseModel
+
+    seen, todo = [], [Config]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.append(model)
+        for f in model.model_fields.values():
+            for t in (f.annotation, *getattr(f.annotation, "__args__", ())):
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    todo.append(t)
+    return seen
+
+
+def _set(cfg, path, value):
+    *parents, last = path.split(".")
+    node = cfg
+    for p in parents:
+        node = getattr(node, p)
+    setattr(node, last, value)
+
+
+def _get(cfg, path):
+    node = cfg
+    for p in path.split("."):
+        node = getattr(node, p)
+    return node
+
+
+def test_registry_fields_accept_every_registered_name_and_refuse_others():
+    from pydantic import ValidationError
+
+    from evalign.config.choices import CHOICE_FIELDS
+    from evalign.registry import LOSSES, METRICS, OPERATORS, SAMPLERS
+
+    assert CHOICE_FIELDS["creator.metric"]() == METRICS.names()
+    assert CHOICE_FIELDS["creator.sampler"]() == SAMPLERS.names()
+    assert CHOICE_FIELDS["creator.operator"]() == OPERATORS.names()
+    assert CHOICE_FIELDS["solver.train.loss"]() == LOSSES.names()
+    for path, names in CHOICE_FIELDS.items():
+        allowed = names()
+        assert allowed, path
+        cfg = Config()
+        for name in allowed:
+            _set(cfg, path, name)
+            assert _get(cfg, path) == name
+        with pytest.raises(ValidationError):
+            _set(cfg, path, "not-registered")
+        # Through a config file's route: one line naming the key and every choice.
+        extra = {path.rsplit(".", 1)[0] + ".model": "m"} if path.endswith(".backend") else {}
+        with pytest.raises(ConfigError) as e:
+            load_config(overrides={**extra, path: "not-registered"})
+        msg = str(e.value)
+        assert "\n" not in msg and f"{path}: Input should be" in msg
+        assert all(f"'{n}'" in msg for n in allowed)
+
+
+def test_backends_accept_auto_and_eval_refuses_the_judge_check_only_variant():
+    from evalign.config.choices import CHOICE_FIELDS
+
+    assert CHOICE_FIELDS["policy.backend"]()[0] == "auto"
+    assert "policy_tiebreak" not in CHOICE_FIELDS["eval.judge_variant"]()
+    with pytest.raises(ConfigError, match=r"eval\.judge_variant: Input should be 'base'"):
+        load_config(overrides=["eval.judge_variant=policy_tiebreak"])
+
+
+def test_every_config_field_is_documented():
+    sections = _sections()
+    assert len(sections) >= 15
+    missing = [f"{m.__name__}.{k}" for m in sections for k, f in m.model_fields.items() if not f.description]
+    assert not missing, missing

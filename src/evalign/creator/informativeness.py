@@ -21,35 +21,43 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from evalign.registry import METRICS
+
 Metric = Callable[[np.ndarray], float]
 
 
+@METRICS.register("gap")
 def gap(r: np.ndarray) -> float:
     """Best minus worst reward: the margin of the pair the solver trains on."""
     return float(r.max() - r.min())
 
 
+@METRICS.register("max_mean")
 def max_mean(r: np.ndarray) -> float:
     """Best reward minus the mean: how far the best sample beats a typical one."""
     d = r - r.min()  # shifted so equal rewards give exactly 0, not rounding noise
     return float(d.max() - d.mean())
 
 
+@METRICS.register("variance")
 def variance(r: np.ndarray) -> float:
     """Population variance (ddof=0) of the rewards."""
     return float(np.var(r - r.min()))
 
 
+@METRICS.register("mean")
 def mean(r: np.ndarray) -> float:
     """Mean reward (high = the policy already does well)."""
     return float(np.mean(r))
 
 
+@METRICS.register("inverse_mean")
 def inverse_mean(r: np.ndarray) -> float:
     """Negated mean reward, so prompts the policy is weak on rank first."""
     return -mean(r)
 
 
+@METRICS.register("best_second")
 def best_second(r: np.ndarray) -> float:
     """Best minus second-best reward; 0 for a single response."""
     if r.size < 2:
@@ -58,27 +66,14 @@ def best_second(r: np.ndarray) -> float:
     return float(best - second)
 
 
+@METRICS.register("uniform")
 def uniform(r: np.ndarray) -> float:
     """Constant 1: the no-informativeness baseline."""
     return 1.0
 
 
-METRICS: dict[str, Metric] = {
-    "gap": gap,
-    "max_mean": max_mean,
-    "variance": variance,
-    "mean": mean,
-    "inverse_mean": inverse_mean,
-    "best_second": best_second,
-    "uniform": uniform,
-}
-
-
 def get_metric(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown informativeness metric {name!r}; choose one of: {', '.join(METRICS)}") from None
+    return METRICS.get(name)
 
 
 def informativeness(rewards_per_prompt: Sequence[Sequence[float]], metric: str = "gap") -> np.ndarray:

@@ -15,20 +15,22 @@
 A round whose output is unusable (empty after parsing, or cut off by ``max_new_tokens``)
 is returned with empty text, for the filter to count, and ends its chain: later rounds would
 only rewrite junk. Every result carries the hash of its exact template plus
-``OPERATOR_VERSION``, so a changed template never passes for the old one.
+``OPERATOR_VERSION``, so a changed template never passes for the old one. Each operator is
+registered in ``evalign.registry.OPERATORS`` (``creator.operator``'s choices).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from evalign.backends.base import LLM, Conversation, GenParams
 from evalign.creator import templates as T
+from evalign.registry import OPERATORS as OPERATOR_REGISTRY
 
 OPERATOR_VERSION = "evalign-operators-1"
 
@@ -88,22 +90,35 @@ def _rewrites(tasks: Mapping[str, str]) -> dict[str, str]:
     return {m: T.rewrite_template(task) for m, task in tasks.items()}
 
 
-OPERATORS: dict[str, Operator] = {
-    op.name: op
-    for op in (
-        Operator("evol_instruct", _rewrites({**T.IN_DEPTH, **T.IN_BREADTH}), chained=True),
-        Operator("evol_complexity", _rewrites(T.IN_DEPTH), chained=True),
-        Operator("evol_quality", _rewrites(T.QUALITY), chained=True),
-        Operator("self_instruct", {"new_queries": T.NEW_QUERIES}, chained=False),
-    )
-}
+for _op in (
+    Operator("evol_instruct", _rewrites({**T.IN_DEPTH, **T.IN_BREADTH}), chained=True),
+    Operator("evol_complexity", _rewrites(T.IN_DEPTH), chained=True),
+    Operator("evol_quality", _rewrites(T.QUALITY), chained=True),
+    Operator("self_instruct", {"new_queries": T.NEW_QUERIES}, chained=False),
+):
+    OPERATOR_REGISTRY.register(_op.name, _op)
+
+
+class _OperatorView(Mapping[str, Operator]):
+    """The registered operators as a read-only mapping (``.values()``), always current."""
+
+    def __getitem__(self, name: str) -> Operator:
+        if name not in OPERATOR_REGISTRY:
+            raise KeyError(name)
+        return OPERATOR_REGISTRY.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(OPERATOR_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(OPERATOR_REGISTRY)
+
+
+OPERATORS: Mapping[str, Operator] = _OperatorView()
 
 
 def get_operator(name: str) -> Operator:
-    try:
-        return OPERATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown evolving operator {name!r}; choose one of: {', '.join(OPERATORS)}") from None
+    return OPERATOR_REGISTRY.get(name)
 
 
 # ------------------------------------------------------------------------------ prompts

@@ -18,6 +18,8 @@
 When all eligible values are equal (every reward tied, or the ``uniform`` metric) the
 non-uniform methods have nothing to rank by, so sampling falls back to ``uniform`` and the
 result carries a warning for the loop to log. Same inputs and seed -> same selection.
+Each method is registered in ``evalign.registry.SAMPLERS`` (``creator.sampler``'s choices),
+in the order above.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from evalign.registry import SAMPLERS
 
 #: Weight added to every min-max-normalised value (the most informative prompt has 1).
 WEIGHT_FLOOR = 1e-6
@@ -62,16 +66,14 @@ def _weighted_draw(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.
     return np.argsort(-keys, kind="stable")[:n]
 
 
+@SAMPLERS.register("weighted")
 def _weighted(values: np.ndarray, n: int, rng: np.random.Generator, strata: int) -> np.ndarray:
     return _weighted_draw(_weights(values), n, rng)
 
 
+@SAMPLERS.register("greedy")
 def _greedy(values: np.ndarray, n: int, rng: np.random.Generator, strata: int) -> np.ndarray:
     return np.lexsort((np.arange(values.size), -values))[:n]
-
-
-def _uniform(values: np.ndarray, n: int, rng: np.random.Generator, strata: int) -> np.ndarray:
-    return rng.permutation(values.size)[:n]
 
 
 def quantile_bins(values: np.ndarray, strata: int) -> np.ndarray:
@@ -92,6 +94,7 @@ def _largest_remainder(n: int, sizes: np.ndarray) -> np.ndarray:
     return quotas
 
 
+@SAMPLERS.register("stratified")
 def _stratified(values: np.ndarray, n: int, rng: np.random.Generator, strata: int) -> np.ndarray:
     bins = quantile_bins(values, strata)
     sizes = np.bincount(bins)
@@ -104,12 +107,9 @@ def _stratified(values: np.ndarray, n: int, rng: np.random.Generator, strata: in
     return np.concatenate(picked)
 
 
-SAMPLERS: dict[str, Sampler] = {
-    "weighted": _weighted,
-    "greedy": _greedy,
-    "stratified": _stratified,
-    "uniform": _uniform,
-}
+@SAMPLERS.register("uniform")
+def _uniform(values: np.ndarray, n: int, rng: np.random.Generator, strata: int) -> np.ndarray:
+    return rng.permutation(values.size)[:n]
 
 
 def sample_size(fraction: float, n_eligible: int) -> int:

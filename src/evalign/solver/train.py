@@ -1,5 +1,6 @@
 """Preference training through TRL: DPO (and IPO) with ``DPOTrainer``, SimPO with the
-experimental ``CPOTrainer``, ORPO with ``ORPOTrainer``; optional LoRA through peft.
+experimental ``CPOTrainer``, ORPO with ``ORPOTrainer`` (the mapping is solver/losses.py);
+optional LoRA through peft.
 
 The reference model is the policy at the start of the iteration (TRL copies the model it is
 given); with ``precompute_ref_logprobs`` its log-probabilities are computed once before
@@ -22,6 +23,7 @@ from pathlib import Path
 from evalign import faults
 from evalign.config import TrainConfig
 from evalign.fsutil import atomic_dir, atomic_write_text
+from evalign.registry import LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ def to_dataset(pairs: Sequence[dict]):
 def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: int, quiet: bool):
     import torch
 
+    # TrainConfig's names -> TRL's: lr_scheduler -> lr_scheduler_type, warmup_ratio -> warmup_steps
+    # (a float below 1 is a fraction of the steps), epochs -> num_train_epochs, batch_size ->
+    # per_device_train_batch_size, gradient_checkpointing -> activation_checkpointing, dtype -> bf16.
     common = dict(
         output_dir=workdir,
         learning_rate=cfg.learning_rate,
@@ -112,28 +117,9 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
         )
-    if cfg.loss in ("dpo", "ipo"):
-        from trl import DPOConfig, DPOTrainer
-
-        args = DPOConfig(loss_type=["sigmoid" if cfg.loss == "dpo" else "ipo"],
-                         precompute_ref_log_probs=cfg.precompute_ref_logprobs, **common)
-        if cfg.packed_batches:
-            from evalign.solver.packing import packed_dpo_trainer_class
-
-            DPOTrainer = packed_dpo_trainer_class()
-        return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=peft_config)
-    if cfg.loss == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-
-        args = CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=cfg.simpo_gamma, **common)
-        return CPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=peft_config)
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    args = ORPOConfig(**common)
-    return ORPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                       peft_config=peft_config)
+    loss = LOSSES.get(cfg.loss)
+    return loss.build(cfg, common, model=model, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config)
 
 
 def train_preference(
