@@ -14,16 +14,9 @@ from typing import Any
 import numpy as np
 
 from evalign.eval import stats
-from evalign.store import RunStore, sha
+from evalign.store import RunStore
 
 THETA0 = "theta0"
-
-
-def _metric(store: RunStore, stage_key: str | None, name: str) -> dict[str, Any] | None:
-    if not stage_key:
-        return None
-    row = store.db.execute("SELECT * FROM metrics WHERE stage_key=? AND name=?", (stage_key, name)).fetchone()
-    return None if row is None else json.loads(row["detail"] or "{}")
 
 
 def _mean_over_seeds(rows: list[list[float | None]]) -> list[float | None]:
@@ -67,9 +60,9 @@ def collect(store: RunStore) -> dict[str, Any]:
     for name, arm in arms.items():
         seeds = arm.get("seeds", {})
         evals = [s.get("eval", {}) for s in seeds.values() if s.get("eval")]
-        wr = [_metric(store, e.get("win_rate_vs_theta0"), "win_rate_vs_theta0") for e in evals]
-        wb = [_metric(store, e.get("win_rate_vs_baseline"), "win_rate_vs_baseline") for e in evals]
-        sc = [_metric(store, e.get("score"), "score") for e in evals]
+        wr = [store.metric(e.get("win_rate_vs_theta0"), "win_rate_vs_theta0") for e in evals]
+        wb = [store.metric(e.get("win_rate_vs_baseline"), "win_rate_vs_baseline") for e in evals]
+        sc = [store.metric(e.get("score"), "score") for e in evals]
         wr, wb, sc = [x for x in wr if x], [x for x in wb if x], [x for x in sc if x]
         outcomes = _mean_over_seeds([m["outcomes"] for m in wr]) if wr else []
         base_outcomes = _mean_over_seeds([m["outcomes"] for m in wb]) if wb else []
@@ -211,7 +204,7 @@ def _add_eval_calls(rows, uses, study, store) -> None:
         n = 0
         for seed in study["arms"][row["arm"]]["seeds"].values():
             for metric, key in seed.get("eval", {}).items():
-                m = _metric(store, key, metric)
+                m = store.metric(key, metric)
                 if not m:
                     continue
                 if "outcomes" in m:
@@ -246,10 +239,7 @@ def _informativeness(store: RunStore, study: dict[str, Any]) -> dict[str, Any]:
     """Reward gap (max - min over the k samples) of pool prompts before evolution and of
     kept evolved prompts, by operator: did the creator find more informative prompts?"""
     before, after = [], defaultdict(list)
-    for r in store.db.execute(
-        "SELECT p.origin, p.operator, e.value FROM prompt_events e JOIN prompts p ON p.id=e.prompt_id "
-        "WHERE e.kind='reward_gap' AND e.value IS NOT NULL"
-    ):
+    for r in store.reward_gaps():
         if r["origin"] == "seed":
             before.append(r["value"])
         else:
@@ -259,16 +249,7 @@ def _informativeness(store: RunStore, study: dict[str, Any]) -> dict[str, Any]:
 
 def _reward_length(store: RunStore, limit: int = 3000) -> list[dict[str, float]]:
     """(response length, reward) of scored policy samples, for the length-bias scatter."""
-    scores = {r["response_sha"]: r["score"] for r in store.db.execute(
-        "SELECT response_sha, score FROM rewards WHERE score IS NOT NULL LIMIT ?", (limit,))}
-    out = []
-    for r in store.db.execute("SELECT text FROM generations ORDER BY rowid"):
-        s = scores.get(sha(r["text"]))
-        if s is not None:
-            out.append({"length": len(r["text"]), "reward": s})
-            if len(out) >= limit:
-                break
-    return out
+    return [{"length": len(text), "reward": score} for text, score in store.scored_texts(limit)]
 
 
 def _answer_lengths(store: RunStore, study: dict[str, Any]) -> dict[str, list[int]]:
@@ -276,7 +257,7 @@ def _answer_lengths(store: RunStore, study: dict[str, Any]) -> dict[str, list[in
     out: dict[str, list[int]] = {}
     for name, arm in study.get("arms", {}).items():
         for seed in arm.get("seeds", {}).values():
-            m = _metric(store, seed.get("eval", {}).get("win_rate_vs_theta0"), "win_rate_vs_theta0")
+            m = store.metric(seed.get("eval", {}).get("win_rate_vs_theta0"), "win_rate_vs_theta0")
             if m:
                 out.setdefault(name, m["lengths_model"])
                 out.setdefault(THETA0, m["lengths_baseline"])
@@ -285,15 +266,10 @@ def _answer_lengths(store: RunStore, study: dict[str, Any]) -> dict[str, list[in
 
 def _lineage_examples(store: RunStore, per_operator: int = 3) -> dict[str, list[list[dict[str, Any]]]]:
     out: dict[str, list[list[dict[str, Any]]]] = {}
-    ops = [r["operator"] for r in store.db.execute(
-        "SELECT DISTINCT operator FROM prompts WHERE origin='evolved' AND operator IS NOT NULL")]
-    for op in ops:
-        leaves = store.db.execute(
-            "SELECT p.id FROM prompts p JOIN prompt_events f ON f.prompt_id=p.id AND f.kind='filter' "
-            "WHERE p.operator=? AND f.value=1 ORDER BY p.depth DESC, p.id LIMIT ?", (op, per_operator)).fetchall()
+    for op in store.evolved_operators():
         chains = []
-        for leaf in leaves:
-            chain = store.lineage(leaf["id"])
+        for leaf in store.kept_leaves(op, per_operator):
+            chain = store.lineage(leaf)
             chains.append([{"id": r["id"], "text": r["text"], "depth": r["depth"], "operator": r["operator"],
                             "mutation": r["mutation"], "origin": r["origin"]} for r in reversed(chain)])
         out[op] = chains
