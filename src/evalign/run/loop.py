@@ -32,26 +32,14 @@ from evalign.generation import CachedLLM, cached_generate, user
 from evalign.backends.pool import ModelPool, spec_model_id
 from evalign.progress import log_event, say
 from evalign.prompts import load_prompts
+from evalign.report.record import StageUse
 from evalign.judge.reward import RewardModel, build_reward_model
 from evalign.solver.pairs import Pair, build_pairs, mix_pairs
 from evalign.solver.train import train_preference
-from evalign.store import RunStore, key_of, sha
+from evalign.hashing import key_of, sha
+from evalign.store import RunStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageUse:
-    """One stage an arm needed: computed now, or reused from an earlier run or arm."""
-
-    arm: str
-    iteration: int
-    name: str
-    key: str
-    reused: bool
-    seconds: float  # time spent now
-    original_seconds: float  # what computing it took
-    calls: int = 0  # creator/judge/policy calls made now
 
 
 @dataclass
