@@ -115,8 +115,11 @@ def eval_(
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
-    evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers,
-                    baseline_mt_answers=baseline_mt_answers, out_dir=out, verbose=verbose)
+    outcome = evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers,
+                              baseline_mt_answers=baseline_mt_answers, out_dir=out, verbose=verbose)
+    print(outcome.table)
+    for line in outcome.lines:
+        print(line)
 
 
 @app.command()

@@ -19,7 +19,7 @@ from typing import Any
 from evalign.config import ArmSpec, Config, apply_overrides, validate
 from evalign.errors import ConfigError
 from evalign.eval.evaluator import Answers, store_scores, store_win_rate
-from evalign.store import key_of
+from evalign.hashing import key_of
 from evalign.run.loop import Runner
 from evalign.backends.pool import spec_model_id
 from evalign.progress import say
