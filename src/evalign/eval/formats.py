@@ -89,8 +89,8 @@ def _is_index(key: str, size: int) -> bool:
     return re.fullmatch(r"-?\d+", key) is not None and -size <= int(key) < size
 
 
-def field(record: Any, path: str, kind: type | tuple[type, ...] = str) -> Any:
-    """The value at dotted ``path`` (list indices as numbers) if it has type ``kind``."""
+def field(record: Any, path: str, expected: type | tuple[type, ...] = str) -> Any:
+    """The value at dotted ``path`` (list indices as numbers) if it is of type ``expected``."""
     value = record
     for key in path.split("."):
         if isinstance(value, list) and _is_index(key, len(value)):
@@ -99,17 +99,17 @@ def field(record: Any, path: str, kind: type | tuple[type, ...] = str) -> Any:
             value = value[key]
         else:
             raise FieldError(f"missing field '{_display(path)}'")
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        expected = " or ".join(k.__name__ for k in kinds)
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        types = expected if isinstance(expected, tuple) else (expected,)
+        names = " or ".join(t.__name__ for t in types)
         got = type(value).__name__
-        raise FieldError(f"field '{_display(path)}' must be {expected}, got {got}")
+        raise FieldError(f"field '{_display(path)}' must be {names}, got {got}")
     return value
 
 
-def optional_field(record: dict, key: str, kind: type | tuple[type, ...] = str) -> Any:
+def optional_field(record: dict, key: str, expected: type | tuple[type, ...] = str) -> Any:
     """Like :func:`field` for a top-level key that may be absent or null."""
-    return None if record.get(key) is None else field(record, key, kind)
+    return None if record.get(key) is None else field(record, key, expected)
 
 
 def _str_list(record: Any, path: str) -> list[str]:

@@ -37,11 +37,12 @@ def _question_means(scores: list[list[float | None]], turn: int | None = None) -
     return out
 
 
-def _ci(values: list[float | None], kind: str, n_boot: int = 2000) -> stats.Estimate | None:
+def _ci(values: list[float | None], estimator: str, n_boot: int = 2000) -> stats.Estimate | None:
+    """A win rate's CI (``estimator`` "win") or a mean score's ("score")."""
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return stats.win_rate(vals, n_boot=n_boot) if kind == "win" else stats.mean_ci(vals, n_boot=n_boot)
+    return stats.win_rate(vals, n_boot=n_boot) if estimator == "win" else stats.mean_ci(vals, n_boot=n_boot)
 
 
 def _paired(a: list[float | None], b: list[float | None]) -> stats.Estimate | None:

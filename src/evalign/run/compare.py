@@ -103,7 +103,7 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         store_win_rate(s.store, key, model, "win_rate", wr)
         store_scores(s.store, key, model, "score", sc)
         paths = ev.export(mine, s.store.dir / "answers", _slug(model))
-        stats = ev.judge.stats
+        judge_stats = ev.judge.stats
         lines = [
             "| model | win rate vs baseline % [95% CI] | LC win rate % | W / T / L | n | avg score [95% CI] | turn 1 | turn 2 |",
             "|---|---|---|---|---|---|---|---|",
@@ -120,9 +120,9 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
             judge_line += f"; first-position rate {wr.first_position_rate:.2f}"
         summary = [
             judge_line,
-            f"judge calls: {stats.calls} new, {stats.cache_hits} cached"
+            f"judge calls: {judge_stats.calls} new, {judge_stats.cache_hits} cached"
             + (f"; {failures} unparseable verdicts left out" if failures else ""),
             f"answers exported: {', '.join(paths.values())}",
         ]
         say(f"run directory: {s.store.dir}")
-        return EvalOutcome(str(s.store.dir), stats.calls, stats.cache_hits, table, summary)
+        return EvalOutcome(str(s.store.dir), judge_stats.calls, judge_stats.cache_hits, table, summary)

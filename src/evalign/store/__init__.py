@@ -224,11 +224,13 @@ class RunStore:
             current = row["parent_id"]
         return chain
 
-    def add_prompt_events(self, stage_key: str, kind: str, items: Iterable[tuple[int, float | None, str | None]]) -> None:
+    def add_prompt_events(self, stage_key: str, event: str, items: Iterable[tuple[int, float | None, str | None]]) -> None:
+        """Per prompt (id, value, detail) of one ``event`` (reward_gap, informativeness, sampled,
+        filter), stored in the ``kind`` column."""
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO prompt_events(stage_key, prompt_id, kind, value, detail) VALUES (?,?,?,?,?)",
-                [(stage_key, pid, kind, value, detail) for pid, value, detail in items],
+                [(stage_key, pid, event, value, detail) for pid, value, detail in items],
             )
 
     # ------------------------------------------------------------------ unit caches
