@@ -203,3 +203,34 @@ def test_detectable_effect_uses_the_scale_of_the_outcomes(monkeypatch):
     hard = collect._judge_validity(study, outcomes, "eva")
     assert hard["detectable_effect"] == pytest.approx(stats.min_detectable_effect(4, 0.78, sd=sd))
     assert soft["detectable_effect"] > 2 * hard["detectable_effect"]
+
+
+def test_the_study_record_reads_and_writes_the_stored_layout_unchanged():
+    """Old run directories keep loading, and a rewrite stores the same JSON text."""
+    import json
+
+    from evalign.report.record import StudyRecord
+
+    trained = {"policy_id": "ckpt:ab", "checkpoint": "/r/checkpoints/ab", "checkpoints": ["/r/checkpoints/ab"],
+               "train_pairs": 12, "summary": {"iteration_1": {"pool": 8, "kept": 3, "filtered": {"empty": 1}}},
+               "seconds_now": 3.5, "creator_enabled": True, "metric": "gap", "operator": "evol_instruct",
+               "eval": {"win_rate_vs_theta0": "k1", "score": "k2"}, "mean_answer_chars": 41.5}
+    study = {
+        "arms": {"eva": {"description": "eva defaults", "set": {}, "seeds": {"0": trained}},
+                 "theta0": {"description": "starting policy θ0 (no training)",
+                            "seeds": {"0": {"policy_id": "hf:x", "checkpoint": "x", "eval": {"score": "k3"},
+                                            "mean_answer_chars": 40.0}}}},
+        "single": True, "default_arm": "eva", "baseline_arm": "no-creator",
+        "judge": {"judge_id": "j", "mode": "logprobs", "pair_version": "v1", "variant": "base",
+                  "n_winrate": 4, "n_questions": 2},
+        "stage_uses": [{"arm": "eva", "iteration": 1, "name": "generate_pool", "key": "k", "reused": False,
+                        "seconds": 1.0, "original_seconds": 1.0, "calls": 24}],
+        "wall_seconds": 12.25,
+    }
+    text = json.dumps(study, default=str)
+    record = StudyRecord.from_json(text)
+    assert record.arms["eva"].seeds["0"].eval == {"win_rate_vs_theta0": "k1", "score": "k2"}
+    assert record.arms["theta0"].seeds["0"].train_pairs is None and record.judge.n_winrate == 4
+    assert record.stage_uses[0].calls == 24
+    assert record.to_json() == text
+    assert StudyRecord.from_json(None).arms == {}

@@ -81,3 +81,27 @@ def test_keys_are_stable():
     assert key_of("gen", "m", 1) == key_of("gen", "m", 1)
     assert key_of("gen", "m", 1) != key_of("gen", "m", 2)
     assert sha("x") == sha("x") and len(sha("x")) == 24
+
+
+def test_cache_through_computes_only_missing_items_and_commits_each_chunk(tmp_path):
+    from evalign.store import cache_through
+
+    def row(i, j, v):
+        return {"reward_id": "r", "prompt_sha": str(i), "response_sha": str(j), "score": v}
+
+    keys = [[f"k{i}-{j}" for j in range(2)] for i in range(5)]
+    with RunStore(tmp_path) as s:
+        s.put("rewards", [{"key": "k1-0", **row(1, 0, -1.0)}])  # one value of item 1 is cached
+        asked, commits = [], []
+        real_put = s.put
+        s.put = lambda table, rows: (commits.append(len(rows)), real_put(table, rows))
+        values, new = cache_through(s, "rewards", keys, lambda items: (asked.append(items), [[10.0 * i + j for j in range(2)] for i in items])[1],
+                                    row, lambda r: r["score"], chunk=2)
+        assert values[1] == [-1.0, 11.0] and values[4] == [40.0, 41.0]
+        assert new == 9 and asked == [[0, 1], [2, 3], [4]] and commits == [3, 4, 2]
+        asked.clear()
+        again, new = cache_through(s, "rewards", keys, lambda items: asked.append(items), row, lambda r: r["score"])
+        assert again == values and new == 0 and asked == []
+    values, new = cache_through(None, "rewards", keys, lambda items: [[1.0, 2.0] for _ in items], row,
+                                lambda r: r["score"], chunk=None)
+    assert new == 10 and values[3] == [1.0, 2.0]

@@ -65,22 +65,12 @@ ARMS = ["--arm", "eva", "--arm", "no-creator"]
 
 
 def snapshot(run_dir: Path) -> dict:
-    db = sqlite3.connect(f"file:{run_dir / 'run.db'}?mode=ro", uri=True)
-    q = lambda sql: sorted(tuple(r) for r in db.execute(sql))  # noqa: E731
-    snap = {
-        "prompts": q("SELECT uid, text, origin, depth, operator, mutation, template_hash FROM prompts"),
-        "prompt_events": q("SELECT p.uid, e.kind, round(coalesce(e.value, -1), 9), e.detail FROM prompt_events e "
-                           "JOIN prompts p ON p.id = e.prompt_id"),
-        "generations": q("SELECT key, text FROM generations"),
-        "rewards": q("SELECT key, round(score, 9) FROM rewards"),
-        "pairs": q("SELECT stage_key, source, chosen, rejected FROM pairs"),
-        "judgments": q("SELECT key, round(coalesce(prob_a, score), 9), parse_failed FROM judgments"),
-        "metrics": q("SELECT stage_key, name, round(value, 9), n FROM metrics"),
-        "stages": q("SELECT key, name FROM stages WHERE status = 'done'"),
-    }
-    checkpoints = [json.loads(r[0])["checkpoint"] for r in db.execute(
-        "SELECT outputs FROM stages WHERE name='train' AND status='done'")]
-    db.close()
+    from evalign.store import RunStore
+
+    with RunStore(run_dir, readonly=True) as store:
+        snap = store.contents()
+        checkpoints = [json.loads(r["outputs"])["checkpoint"] for r in store.stages()
+                       if r["name"] == "train" and r["status"] == "done"]
     snap["complete_checkpoints"] = sorted(
         Path(c).name for c in checkpoints if (Path(c) / "model.safetensors").is_file() and (Path(c) / "config.json").is_file())
     snap["n_checkpoints"] = len(checkpoints)
@@ -103,11 +93,12 @@ def run(config: Path, env_extra: dict | None = None, kill_after: float | None = 
 
 
 def stage_running(run_dir: Path) -> str:
+    from evalign.store import RunStore
+
     try:
-        db = sqlite3.connect(f"file:{run_dir / 'run.db'}?mode=ro", uri=True)
-        rows = [r[0] for r in db.execute("SELECT name FROM stages WHERE status='running'")]
-        db.close()
-    except sqlite3.Error:
+        with RunStore(run_dir, readonly=True) as store:
+            rows = [r["name"] for r in store.stages() if r["status"] == "running"]
+    except (sqlite3.Error, FileNotFoundError):
         return "-"
     return ",".join(rows) or "-"
 

@@ -63,16 +63,15 @@ def run(config: ConfigArg = None, preset: PresetOpt = None, set_: SetOpt = None,
 
 
 def _print_checkpoints(run_dir: str) -> None:
-    import json
-
+    from evalign.report.record import StudyRecord
     from evalign.store import RunStore
 
     with RunStore(run_dir, readonly=True) as store:
-        study = json.loads(store.get_meta("study") or "{}")
-    for name, arm in study.get("arms", {}).items():
-        for seed, entry in arm.get("seeds", {}).items():
-            if entry.get("checkpoints"):
-                print(f"trained checkpoint ({name}, seed {seed}): {entry['checkpoints'][-1]}")
+        study = StudyRecord.from_json(store.get_meta("study"))
+    for name, arm in study.arms.items():
+        for seed, entry in arm.seeds.items():
+            if entry.checkpoints:
+                print(f"trained checkpoint ({name}, seed {seed}): {entry.checkpoints[-1]}")
     print(f"run store: {Path(run_dir) / 'run.db'}")
 
 
@@ -116,8 +115,11 @@ def eval_(
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
-    evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers,
-                    baseline_mt_answers=baseline_mt_answers, out_dir=out, verbose=verbose)
+    outcome = evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers,
+                              baseline_mt_answers=baseline_mt_answers, out_dir=out, verbose=verbose)
+    print(outcome.table)
+    for line in outcome.lines:
+        print(line)
 
 
 @app.command()

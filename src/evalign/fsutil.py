@@ -1,17 +1,20 @@
 """Atomic file and directory writes: a reader (or a resumed run) sees the old content or
-the new, never half of either."""
+the new, never half of either. Also the one reader of user text files (JSONL, lines), so
+every problem in them is reported the same way: file, line, fix."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from evalign.errors import EvalignError
+from evalign.errors import EvalignError, InputError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
@@ -60,6 +63,43 @@ def atomic_dir(target: str | os.PathLike[str], what: str = "directory") -> Itera
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_lines(path: str | os.PathLike[str], *, if_empty: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line of a UTF-8 file (a BOM on line 1 is allowed).
+
+    A missing or unreadable file and invalid UTF-8 are an InputError naming the file and the
+    line; with ``if_empty`` (the fix to suggest), so is a file with nothing but whitespace.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; check the path") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror}); check the path") from None
+    if if_empty is not None and not data.strip():
+        raise InputError(f"{path}: the file is empty; {if_empty}")
+    for lineno, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path} line {lineno}: invalid UTF-8 at byte {e.start + 1}; re-save the file as UTF-8") from None
+
+
+def read_jsonl(path: str | os.PathLike[str], *, if_empty: str | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) of every non-blank line, read lazily so a caller's own
+    check of line 2 comes before a JSON error on line 3; errors as in :func:`read_lines`."""
+    for lineno, text in read_lines(path, if_empty=if_empty):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(
+                f"{Path(path)} line {lineno}: invalid JSON ({e.msg} at column {e.colno}); make it one JSON object"
+            ) from None
+        yield lineno, value
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:

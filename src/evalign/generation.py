@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from evalign.backends.base import LLM, Conversation, ForwardingLLM, Generation, GenParams
 from evalign.progress import track
-from evalign.store import RunStore, key_of, sha
+from evalign.hashing import key_of, sha
+from evalign.store import CacheThrough, RunStore
 
 
 def conversation_sha(conversation: Conversation) -> str:
@@ -38,47 +39,25 @@ def cached_generate(
     chunk: int = 16,
 ) -> tuple[list[list[Generation]], int]:
     """Generations for every conversation and seed, and how many were newly generated."""
-    if store is None:
-        with track(description, len(conversations) * len(seeds), "samples") as advance:
-            out = []
-            for i in range(0, len(conversations), chunk):
-                part = llm.generate(conversations[i : i + chunk], params, seeds)
-                out.extend(part)
-                advance(len(part) * len(seeds))
-        return out, len(conversations) * len(seeds)
-
     keys = [[generation_key(llm.model_id, c, params, s) for s in seeds] for c in conversations]
-    hits = store.cached("generations", [k for row in keys for k in row])
-    results: list[list[Generation | None]] = [[None] * len(seeds) for _ in conversations]
-    todo: list[int] = []
-    for i, row in enumerate(keys):
-        for j, k in enumerate(row):
-            if k in hits:
-                h = hits[k]
-                results[i][j] = Generation(h["text"], h["seed"], h["prompt_tokens"] or 0,
-                                           h["completion_tokens"] or 0, h["finish_reason"] or "stop")
-        if any(r is None for r in results[i]):
-            todo.append(i)
-    new = 0
-    with track(description, len(todo) * len(seeds), "samples") as advance:
-        for start in range(0, len(todo), chunk):
-            idx = todo[start : start + chunk]
-            gens = llm.generate([conversations[i] for i in idx], params, seeds)
-            rows = []
-            for i, row in zip(idx, gens):
-                for j, g in enumerate(row):
-                    if results[i][j] is None:
-                        results[i][j] = g
-                        new += 1
-                    rows.append({
-                        "key": keys[i][j], "model_id": llm.model_id,
-                        "prompt_sha": conversation_sha(conversations[i]), "params_sha": params_sha(params),
-                        "sample_index": j, "seed": g.seed, "text": g.text, "prompt_tokens": g.prompt_tokens,
-                        "completion_tokens": g.completion_tokens, "finish_reason": g.finish_reason,
-                    })
-            store.put("generations", rows)
+    look = CacheThrough(store, "generations", keys, _generation)
+
+    def row(i: int, j: int, g: Generation) -> dict:
+        return {"model_id": llm.model_id, "prompt_sha": conversation_sha(conversations[i]),
+                "params_sha": params_sha(params), "sample_index": j, "seed": g.seed, "text": g.text,
+                "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                "finish_reason": g.finish_reason}
+
+    with track(description, len(look.missing) * len(seeds), "samples") as advance:
+        for idx in look.chunks(chunk):
+            look.fill(idx, llm.generate([conversations[i] for i in idx], params, seeds), row)
             advance(len(idx) * len(seeds))
-    return results, new  # type: ignore[return-value]
+    return look.values, look.new
+
+
+def _generation(h) -> Generation:
+    return Generation(h["text"], h["seed"], h["prompt_tokens"] or 0, h["completion_tokens"] or 0,
+                      h["finish_reason"] or "stop")
 
 
 def user(text: str) -> Conversation:

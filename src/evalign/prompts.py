@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from evalign.config import PromptsConfig
 from evalign.errors import InputError
+from evalign.fsutil import read_jsonl, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +75,12 @@ def read_prompt_source(source: str, field: str = "prompt") -> list[PromptRecord]
     return _read_jsonl(path, field, str(path))
 
 
-def _lines(path: Path):
-    data = path.read_bytes()
-    if not data.strip():
-        raise InputError(f"{path}: the file is empty; add one prompt per line")
-    for lineno, raw in enumerate(data.splitlines(), start=1):
-        try:
-            yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path} line {lineno}: invalid UTF-8 at byte {e.start + 1}; re-save the file as UTF-8") from None
+_EMPTY_FIX = "add one prompt per line"
 
 
 def _read_jsonl(path: Path, field: str, source: str) -> list[PromptRecord]:
     out = []
-    for lineno, text in _lines(path):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path} line {lineno}: invalid JSON ({e.msg}); write one JSON object per line") from None
+    for lineno, obj in read_jsonl(path, if_empty=_EMPTY_FIX):
         if not isinstance(obj, dict) or field not in obj:
             raise InputError(
                 f"{path} line {lineno}: missing field '{field}'; set prompts.field to the key that holds the prompt"
@@ -111,7 +97,7 @@ def _read_jsonl(path: Path, field: str, source: str) -> list[PromptRecord]:
 
 
 def _read_csv(path: Path, field: str) -> list[PromptRecord]:
-    lines = dict(_lines(path))
+    lines = dict(read_lines(path, if_empty=_EMPTY_FIX))
     reader = csv.DictReader(io.StringIO("\n".join(lines[i] for i in sorted(lines))))
     if field not in (reader.fieldnames or []):
         raise InputError(f"{path} line 1: no column '{field}' (columns: {reader.fieldnames}); set prompts.field")

@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Answers:
+    """A model's answers: one per win-rate prompt, and per MT question one per turn."""
+
     model_id: str
-    winrate: list[str]
+    winrate_answers: list[str]
     mt: list[list[str]]
 
 
@@ -60,11 +62,11 @@ class Evaluator:
 
     def answers(self, llm, *, seed_offset: int = 0) -> Answers:
         seed = self.seed + seed_offset
-        wr, mt = answer_all(llm, self.prompts, self.questions, self.params, seed, self.store)
-        return Answers(llm.model_id, wr, mt)
+        winrate_answers, mt = answer_all(llm, self.prompts, self.questions, self.params, seed, self.store)
+        return Answers(llm.model_id, winrate_answers, mt)
 
     def win_rate(self, model: Answers, baseline: Answers, label: str = "") -> WinRate:
-        return judge_win_rate(self.judge, [p.prompt for p in self.prompts], model.winrate, baseline.winrate,
+        return judge_win_rate(self.judge, [p.prompt for p in self.prompts], model.winrate_answers, baseline.winrate_answers,
                               n_boot=self.cfg.bootstrap_samples, seed=self.seed,
                               description=f"judging {label or 'win rate'}")
 
@@ -82,9 +84,9 @@ class Evaluator:
         }
         formats.export_mt_answers({q.question_id: a for q, a in zip(self.questions, answers.mt)}, name,
                                   paths["mt_bench"])
-        formats.export_arena_answers({p.id: a for p, a in zip(self.prompts, answers.winrate)}, name,
+        formats.export_arena_answers({p.id: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
                                      paths["arena_hard"])
-        formats.export_alpaca_outputs({p.prompt: a for p, a in zip(self.prompts, answers.winrate)}, name,
+        formats.export_alpaca_outputs({p.prompt: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
                                       paths["alpaca_eval"])
         return {k: str(v) for k, v in paths.items()}
 

@@ -15,12 +15,10 @@ never leaves a half-written file for the official tools to choke on.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
 import re
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from evalign import fsutil
 from evalign.errors import InputError
+from evalign.hashing import sha
 
 T = TypeVar("T")
 QuestionId = int | str
@@ -89,8 +89,8 @@ def _is_index(key: str, size: int) -> bool:
     return re.fullmatch(r"-?\d+", key) is not None and -size <= int(key) < size
 
 
-def field(record: Any, path: str, kind: type | tuple[type, ...] = str) -> Any:
-    """The value at dotted ``path`` (list indices as numbers) if it has type ``kind``."""
+def field(record: Any, path: str, expected: type | tuple[type, ...] = str) -> Any:
+    """The value at dotted ``path`` (list indices as numbers) if it is of type ``expected``."""
     value = record
     for key in path.split("."):
         if isinstance(value, list) and _is_index(key, len(value)):
@@ -99,17 +99,17 @@ def field(record: Any, path: str, kind: type | tuple[type, ...] = str) -> Any:
             value = value[key]
         else:
             raise FieldError(f"missing field '{_display(path)}'")
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        expected = " or ".join(k.__name__ for k in kinds)
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        types = expected if isinstance(expected, tuple) else (expected,)
+        names = " or ".join(t.__name__ for t in types)
         got = type(value).__name__
-        raise FieldError(f"field '{_display(path)}' must be {expected}, got {got}")
+        raise FieldError(f"field '{_display(path)}' must be {names}, got {got}")
     return value
 
 
-def optional_field(record: dict, key: str, kind: type | tuple[type, ...] = str) -> Any:
+def optional_field(record: dict, key: str, expected: type | tuple[type, ...] = str) -> Any:
     """Like :func:`field` for a top-level key that may be absent or null."""
-    return None if record.get(key) is None else field(record, key, kind)
+    return None if record.get(key) is None else field(record, key, expected)
 
 
 def _str_list(record: Any, path: str) -> list[str]:
@@ -153,23 +153,8 @@ def read_jsonl(
     ``what`` names the expected record in that message (e.g. "MT-Bench model answer").
     """
     path = Path(path)
-    rows = []
-    for lineno, line in enumerate(_read_bytes(path).splitlines(), start=1):
-        where = f"{path} line {lineno}"
-        try:
-            text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(_utf8_message(where, e)) from None
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(
-                f"{where}: invalid JSON ({e.msg} at column {e.colno}); make it one JSON object"
-            ) from None
-        rows.append(_parse_record(record, parse or (lambda r: r), where, what))
-    return rows
+    return [_parse_record(record, parse or (lambda r: r), f"{path} line {lineno}", what)
+            for lineno, record in fsutil.read_jsonl(path)]
 
 
 def _read_json_list(path: Path, parse: Callable[[dict], T], what: str) -> list[T]:
@@ -191,31 +176,13 @@ def _read_json_list(path: Path, parse: Callable[[dict], T], what: str) -> list[T
 # --- writing --------------------------------------------------------------------------
 
 
-def _write_atomic(path: PathLike, text: str) -> None:
-    """Write a temp file in the same directory, then os.replace: no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide shared results
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_jsonl(path: PathLike, rows: Iterable[dict]) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    fsutil.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _answer_id(model_id: str, qid: QuestionId, content: Any) -> str:
     """Content-derived id (official tools use a random shortuuid): reruns give identical files."""
-    key = json.dumps([model_id, qid, content], ensure_ascii=False)
-    return hashlib.sha256(key.encode()).hexdigest()[:22]
+    return sha(json.dumps([model_id, qid, content], ensure_ascii=False), 22)
 
 
 # --- MT-Bench (FastChat llm_judge) ----------------------------------------------------
@@ -360,7 +327,7 @@ def load_alpaca(path: PathLike) -> list[dict[str, str]]:
 def export_alpaca_outputs(answers: Mapping[str, str], generator: str, path: PathLike) -> None:
     """Write instruction -> output as AlpacaEval ``model_outputs.json`` for ``alpaca_eval``."""
     rows = [{"instruction": i, "output": o, "generator": generator} for i, o in answers.items()]
-    _write_atomic(path, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+    fsutil.atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
 
 
 # --- labeled pairs --------------------------------------------------------------------

@@ -12,7 +12,6 @@ every category instead of the first one or two.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from evalign.errors import InputError
+from evalign.fsutil import read_jsonl
 from evalign.prompts import builtin_path
 from evalign.eval import formats
 
@@ -60,7 +60,7 @@ def load_winrate_prompts(source: str, limit: int | None = None) -> list[EvalProm
         rows = formats.load_alpaca(path)
         items = [EvalPrompt(f"alpaca-{i}", r.get("dataset"), r["instruction"]) for i, r in enumerate(rows, 1)]
     else:
-        first = next((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), {})
+        first = next((record for _, record in read_jsonl(path)), {})
         if "turns" in first or "uid" in first:  # Arena-Hard question.jsonl
             items = [EvalPrompt(str(q.question_id), q.category, q.prompt) for q in formats.load_arena_questions(path)]
         else:

@@ -14,16 +14,10 @@ from typing import Any
 import numpy as np
 
 from evalign.eval import stats
-from evalign.store import RunStore, sha
+from evalign.report.record import StageUse, StudyRecord
+from evalign.store import RunStore
 
 THETA0 = "theta0"
-
-
-def _metric(store: RunStore, stage_key: str | None, name: str) -> dict[str, Any] | None:
-    if not stage_key:
-        return None
-    row = store.db.execute("SELECT * FROM metrics WHERE stage_key=? AND name=?", (stage_key, name)).fetchone()
-    return None if row is None else json.loads(row["detail"] or "{}")
 
 
 def _mean_over_seeds(rows: list[list[float | None]]) -> list[float | None]:
@@ -43,11 +37,12 @@ def _question_means(scores: list[list[float | None]], turn: int | None = None) -
     return out
 
 
-def _ci(values: list[float | None], kind: str, n_boot: int = 2000) -> stats.Estimate | None:
+def _ci(values: list[float | None], estimator: str, n_boot: int = 2000) -> stats.Estimate | None:
+    """A win rate's CI (``estimator`` "win") or a mean score's ("score")."""
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return stats.win_rate(vals, n_boot=n_boot) if kind == "win" else stats.mean_ci(vals, n_boot=n_boot)
+    return stats.win_rate(vals, n_boot=n_boot) if estimator == "win" else stats.mean_ci(vals, n_boot=n_boot)
 
 
 def _paired(a: list[float | None], b: list[float | None]) -> stats.Estimate | None:
@@ -58,18 +53,17 @@ def _paired(a: list[float | None], b: list[float | None]) -> stats.Estimate | No
 
 
 def collect(store: RunStore) -> dict[str, Any]:
-    study = json.loads(store.get_meta("study") or "{}")
-    arms: dict[str, Any] = study.get("arms", {})
-    default_arm = study.get("default_arm")
-    uses = study.get("stage_uses", [])
+    study = StudyRecord.from_json(store.get_meta("study"))
+    default_arm = study.default_arm
+    uses = study.stage_uses
     per_arm_outcomes: dict[str, dict[str, list]] = {}
     rows = []
-    for name, arm in arms.items():
-        seeds = arm.get("seeds", {})
-        evals = [s.get("eval", {}) for s in seeds.values() if s.get("eval")]
-        wr = [_metric(store, e.get("win_rate_vs_theta0"), "win_rate_vs_theta0") for e in evals]
-        wb = [_metric(store, e.get("win_rate_vs_baseline"), "win_rate_vs_baseline") for e in evals]
-        sc = [_metric(store, e.get("score"), "score") for e in evals]
+    for name, arm in study.arms.items():
+        seeds = arm.seeds
+        evals = [s.eval for s in seeds.values() if s.eval]
+        wr = [store.metric(e.get("win_rate_vs_theta0"), "win_rate_vs_theta0") for e in evals]
+        wb = [store.metric(e.get("win_rate_vs_baseline"), "win_rate_vs_baseline") for e in evals]
+        sc = [store.metric(e.get("score"), "score") for e in evals]
         wr, wb, sc = [x for x in wr if x], [x for x in wb if x], [x for x in sc if x]
         outcomes = _mean_over_seeds([m["outcomes"] for m in wr]) if wr else []
         base_outcomes = _mean_over_seeds([m["outcomes"] for m in wb]) if wb else []
@@ -83,16 +77,16 @@ def collect(store: RunStore) -> dict[str, Any]:
             if ok:
                 lc = stats.length_controlled_win_rate([outcomes[i] for i in ok], lens_m[ok], lens_b[ok])
         per_arm_outcomes[name] = {"win": outcomes, "score": q_scores}
-        summaries = [s.get("summary", {}) for s in seeds.values()]
+        summaries = [s.summary or {} for s in seeds.values()]
         its = [v for summ in summaries for v in summ.values()]
         filtered: Counter = Counter()
         for v in its:
             filtered.update(v.get("filtered", {}))
         infos = [v["mean_info_sampled"] for v in its if v.get("mean_info_sampled") is not None]
-        arm_uses = [u for u in uses if u["arm"] == name]
+        arm_uses = [u for u in uses if u.arm == name]
         rows.append({
             "arm": name,
-            "description": arm.get("description", ""),
+            "description": arm.description,
             "n_seeds": len(seeds),
             "win_rate": stats.as_dict(_ci(outcomes, "win")),
             "lc_win_rate": stats.as_dict(lc),
@@ -102,20 +96,20 @@ def collect(store: RunStore) -> dict[str, Any]:
             "turn2": stats.as_dict(_ci(_mean_over_seeds([_question_means(s, 1) for s in score_rows]), "score")) if sc else None,
             "per_category": _mean_dicts([m.get("per_category", {}) for m in sc]),
             "parse_failures": sum(m.get("parse_failures", 0) for m in wr + wb + sc),
-            "train_pairs": _mean([s.get("train_pairs") for s in seeds.values()]),
-            "mean_answer_chars": _mean([s.get("mean_answer_chars") for s in seeds.values()]),
+            "train_pairs": _mean([s.train_pairs for s in seeds.values()]),
+            "mean_answer_chars": _mean([s.mean_answer_chars for s in seeds.values()]),
             "mean_info_sampled": _mean(infos),
             "evolved": sum(v.get("evolved", 0) for v in its),
             "kept": sum(v.get("kept", 0) for v in its),
             "filtered": dict(filtered),
-            "compute_seconds": sum(u["original_seconds"] for u in arm_uses),
-            "seconds_now": sum(u["seconds"] for u in arm_uses),
-            "creator_calls": sum(u["calls"] for u in arm_uses if u["name"] == "evolve"),
-            "reward_calls": sum(u["calls"] for u in arm_uses if u["name"].startswith("reward")),
-            "checkpoints": [s.get("checkpoint") for s in seeds.values()],
-            "creator_enabled": any(s.get("creator_enabled") for s in seeds.values()),
+            "compute_seconds": sum(u.original_seconds for u in arm_uses),
+            "seconds_now": sum(u.seconds for u in arm_uses),
+            "creator_calls": sum(u.calls for u in arm_uses if u.name == "evolve"),
+            "reward_calls": sum(u.calls for u in arm_uses if u.name.startswith("reward")),
+            "checkpoints": [s.checkpoint for s in seeds.values()],
+            "creator_enabled": any(s.creator_enabled for s in seeds.values()),
         })
-    _add_eval_calls(rows, uses, study, store)
+    _add_eval_calls(rows, study, store)
     if default_arm in per_arm_outcomes:
         d = per_arm_outcomes[default_arm]
         for row in rows:
@@ -130,12 +124,12 @@ def collect(store: RunStore) -> dict[str, Any]:
         row["detectable_effect"] = (validity or {}).get("detectable_effect")
     return {
         "run_dir": str(store.dir),
-        "single": study.get("single", False),
+        "single": study.single,
         "default_arm": default_arm,
-        "baseline_arm": study.get("baseline_arm"),
+        "baseline_arm": study.baseline_arm,
         "rows": rows,
         "sharing": _sharing(uses),
-        "wall_seconds": study.get("wall_seconds"),
+        "wall_seconds": study.wall_seconds,
         "config": store.get_meta("config"),
         "versions": json.loads(store.get_meta("versions") or "{}"),
         "informativeness": _informativeness(store, study),
@@ -147,16 +141,18 @@ def collect(store: RunStore) -> dict[str, Any]:
     }
 
 
-def _judge_validity(study: dict[str, Any], outcomes: dict[str, dict[str, list]], default_arm: str | None):
+def _judge_validity(study: StudyRecord | dict[str, Any], outcomes: dict[str, dict[str, list]],
+                    default_arm: str | None):
     """The eval judge's measured accuracy and position bias (from ``evalign judge-check``)
-    and the smallest win-rate difference this study can detect with it."""
+    and the smallest win-rate difference this study can detect with it (``study`` may be
+    the record or its JSON form)."""
     from evalign.eval.judge_check import load_cached_result
 
-    judge = study.get("judge")
+    judge = (study if isinstance(study, StudyRecord) else StudyRecord.from_json(study)).judge
     if not judge:
         return None
-    measured = load_cached_result(judge["judge_id"], "pairwise", judge["mode"], judge["pair_version"])
-    out = {"judge_id": judge["judge_id"], "mode": judge["mode"], "n": judge["n_winrate"], "measured": bool(measured)}
+    measured = load_cached_result(judge.judge_id, "pairwise", judge.mode, judge.pair_version)
+    out = {"judge_id": judge.judge_id, "mode": judge.mode, "n": judge.n_winrate, "measured": bool(measured)}
     if not measured:
         return out
     diffs = []
@@ -172,13 +168,13 @@ def _judge_validity(study: dict[str, Any], outcomes: dict[str, dict[str, list]],
     # mean P(better answer) on labeled pairs (2 * mean - 1), not by its hard accuracy, so the
     # attenuation and the sd must come from the same scale.
     soft = measured.get("soft_accuracy")
-    on_soft_scale = judge["mode"] == "logprobs" and bool(soft)
+    on_soft_scale = judge.mode == "logprobs" and bool(soft)
     signal_acc = soft["value"] if on_soft_scale else acc["value"]
     out.update({
         "accuracy": acc, "soft_accuracy": soft, "first_position_rate": measured.get("first_position_rate"),
         "order_agreement": measured.get("order_agreement"), "labeled_n": measured.get("n"),
         "source": measured.get("source"), "sd_paired": sd, "attenuation": 2 * signal_acc - 1,
-        "detectable_effect": stats.min_detectable_effect(judge["n_winrate"], signal_acc, sd=max(sd, 1e-6)),
+        "detectable_effect": stats.min_detectable_effect(judge.n_winrate, signal_acc, sd=max(sd, 1e-6)),
         "method": ("closed form: (z_0.975 + z_0.8) * sd / sqrt(n) / (2 * a - 1), a = the judge's "
                    + ("mean P(better) on labeled pairs (outcomes are probabilities)"
                       if on_soft_scale else "accuracy on labeled pairs")),
@@ -186,8 +182,8 @@ def _judge_validity(study: dict[str, Any], outcomes: dict[str, dict[str, list]],
     return out
 
 
-def _order(arm: str, study: dict[str, Any]) -> tuple:
-    fixed = [THETA0, study.get("baseline_arm"), study.get("default_arm")]
+def _order(arm: str, study: StudyRecord) -> tuple:
+    fixed = [THETA0, study.baseline_arm, study.default_arm]
     return (fixed.index(arm) if arm in fixed else len(fixed), arm)
 
 
@@ -204,14 +200,14 @@ def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def _add_eval_calls(rows, uses, study, store) -> None:
+def _add_eval_calls(rows, study: StudyRecord, store: RunStore) -> None:
     """Judgments each arm's evaluation rests on (two orders per win-rate prompt, one per graded
     turn), whether this run made them or found them cached."""
     for row in rows:
         n = 0
-        for seed in study["arms"][row["arm"]]["seeds"].values():
-            for metric, key in seed.get("eval", {}).items():
-                m = _metric(store, key, metric)
+        for seed in study.arms[row["arm"]].seeds.values():
+            for metric, key in (seed.eval or {}).items():
+                m = store.metric(key, metric)
                 if not m:
                     continue
                 if "outcomes" in m:
@@ -221,15 +217,15 @@ def _add_eval_calls(rows, uses, study, store) -> None:
         row["judge_calls"] = n
 
 
-def _sharing(uses: list[dict[str, Any]]) -> dict[str, Any]:
-    computed = sum(u["seconds"] for u in uses if not u["reused"])
-    saved = sum(u["original_seconds"] for u in uses if u["reused"])
+def _sharing(uses: list[StageUse]) -> dict[str, Any]:
+    computed = sum(u.seconds for u in uses if not u.reused)
+    saved = sum(u.original_seconds for u in uses if u.reused)
     by_stage: dict[str, dict[str, float]] = defaultdict(lambda: {"computed": 0, "reused": 0, "saved_seconds": 0.0})
     for u in uses:
-        b = by_stage[u["name"]]
-        if u["reused"]:
+        b = by_stage[u.name]
+        if u.reused:
             b["reused"] += 1
-            b["saved_seconds"] += u["original_seconds"]
+            b["saved_seconds"] += u.original_seconds
         else:
             b["computed"] += 1
     return {"computed_seconds": computed, "saved_seconds": saved,
@@ -237,19 +233,16 @@ def _sharing(uses: list[dict[str, Any]]) -> dict[str, Any]:
             "by_stage": dict(by_stage)}
 
 
-def _stage_times(uses: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: u[k] for k in ("arm", "iteration", "name", "reused", "seconds", "original_seconds", "calls")}
+def _stage_times(uses: list[StageUse]) -> list[dict[str, Any]]:
+    return [{k: getattr(u, k) for k in ("arm", "iteration", "name", "reused", "seconds", "original_seconds", "calls")}
             for u in uses]
 
 
-def _informativeness(store: RunStore, study: dict[str, Any]) -> dict[str, Any]:
+def _informativeness(store: RunStore, study: StudyRecord) -> dict[str, Any]:
     """Reward gap (max - min over the k samples) of pool prompts before evolution and of
     kept evolved prompts, by operator: did the creator find more informative prompts?"""
     before, after = [], defaultdict(list)
-    for r in store.db.execute(
-        "SELECT p.origin, p.operator, e.value FROM prompt_events e JOIN prompts p ON p.id=e.prompt_id "
-        "WHERE e.kind='reward_gap' AND e.value IS NOT NULL"
-    ):
+    for r in store.reward_gaps():
         if r["origin"] == "seed":
             before.append(r["value"])
         else:
@@ -259,24 +252,15 @@ def _informativeness(store: RunStore, study: dict[str, Any]) -> dict[str, Any]:
 
 def _reward_length(store: RunStore, limit: int = 3000) -> list[dict[str, float]]:
     """(response length, reward) of scored policy samples, for the length-bias scatter."""
-    scores = {r["response_sha"]: r["score"] for r in store.db.execute(
-        "SELECT response_sha, score FROM rewards WHERE score IS NOT NULL LIMIT ?", (limit,))}
-    out = []
-    for r in store.db.execute("SELECT text FROM generations ORDER BY rowid"):
-        s = scores.get(sha(r["text"]))
-        if s is not None:
-            out.append({"length": len(r["text"]), "reward": s})
-            if len(out) >= limit:
-                break
-    return out
+    return [{"length": len(text), "reward": score} for text, score in store.scored_texts(limit)]
 
 
-def _answer_lengths(store: RunStore, study: dict[str, Any]) -> dict[str, list[int]]:
+def _answer_lengths(store: RunStore, study: StudyRecord) -> dict[str, list[int]]:
     """Eval answer lengths (characters) per arm, from the win-rate judgments vs θ0."""
     out: dict[str, list[int]] = {}
-    for name, arm in study.get("arms", {}).items():
-        for seed in arm.get("seeds", {}).values():
-            m = _metric(store, seed.get("eval", {}).get("win_rate_vs_theta0"), "win_rate_vs_theta0")
+    for name, arm in study.arms.items():
+        for seed in arm.seeds.values():
+            m = store.metric((seed.eval or {}).get("win_rate_vs_theta0"), "win_rate_vs_theta0")
             if m:
                 out.setdefault(name, m["lengths_model"])
                 out.setdefault(THETA0, m["lengths_baseline"])
@@ -285,15 +269,10 @@ def _answer_lengths(store: RunStore, study: dict[str, Any]) -> dict[str, list[in
 
 def _lineage_examples(store: RunStore, per_operator: int = 3) -> dict[str, list[list[dict[str, Any]]]]:
     out: dict[str, list[list[dict[str, Any]]]] = {}
-    ops = [r["operator"] for r in store.db.execute(
-        "SELECT DISTINCT operator FROM prompts WHERE origin='evolved' AND operator IS NOT NULL")]
-    for op in ops:
-        leaves = store.db.execute(
-            "SELECT p.id FROM prompts p JOIN prompt_events f ON f.prompt_id=p.id AND f.kind='filter' "
-            "WHERE p.operator=? AND f.value=1 ORDER BY p.depth DESC, p.id LIMIT ?", (op, per_operator)).fetchall()
+    for op in store.evolved_operators():
         chains = []
-        for leaf in leaves:
-            chain = store.lineage(leaf["id"])
+        for leaf in store.kept_leaves(op, per_operator):
+            chain = store.lineage(leaf)
             chains.append([{"id": r["id"], "text": r["text"], "depth": r["depth"], "operator": r["operator"],
                             "mutation": r["mutation"], "origin": r["origin"]} for r in reversed(chain)])
         out[op] = chains

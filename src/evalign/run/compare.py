@@ -8,7 +8,7 @@ model itself resampled with another seed, which measures the judge's noise floor
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalign.config import Config
@@ -20,15 +20,18 @@ from evalign.backends.pool import spec_model_id
 from evalign.progress import say
 from evalign.report.tables import num, pct
 from evalign.run.session import open_run
-from evalign.store import key_of
+from evalign.hashing import key_of
 
 
 @dataclass
 class EvalOutcome:
+    """What ``evalign eval`` shows: the results table and the lines under it (the CLI prints them)."""
+
     run_dir: str
     judge_calls: int
     cache_hits: int
     table: str
+    lines: list[str] = field(default_factory=list)
 
 
 def _slug(name: str) -> str:
@@ -100,7 +103,7 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         store_win_rate(s.store, key, model, "win_rate", wr)
         store_scores(s.store, key, model, "score", sc)
         paths = ev.export(mine, s.store.dir / "answers", _slug(model))
-        stats = ev.judge.stats
+        judge_stats = ev.judge.stats
         lines = [
             "| model | win rate vs baseline % [95% CI] | LC win rate % | W / T / L | n | avg score [95% CI] | turn 1 | turn 2 |",
             "|---|---|---|---|---|---|---|---|",
@@ -111,12 +114,15 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
             lines.append(f"| baseline: {label_b} | — | — | — | — | {num(as_dict(base_score.estimate))} "
                          f"| {num(as_dict(base_score.turn1))} | {num(as_dict(base_score.turn2))} |")
         table = "\n".join(lines)
-        print(table)
         failures = wr.parse_failures + sc.parse_failures
-        print(f"baseline: {label_b}; judge {ev.judge.judge_id} ({ev.judge.mode}); "
-              f"first-position rate {wr.first_position_rate:.2f}" if wr.first_position_rate is not None else "")
-        print(f"judge calls: {stats.calls} new, {stats.cache_hits} cached"
-              + (f"; {failures} unparseable verdicts left out" if failures else ""))
-        print(f"answers exported: {', '.join(paths.values())}")
+        judge_line = f"baseline: {label_b}; judge {ev.judge.judge_id} ({ev.judge.mode})"
+        if wr.first_position_rate is not None:  # None when no verdict could be read
+            judge_line += f"; first-position rate {wr.first_position_rate:.2f}"
+        summary = [
+            judge_line,
+            f"judge calls: {judge_stats.calls} new, {judge_stats.cache_hits} cached"
+            + (f"; {failures} unparseable verdicts left out" if failures else ""),
+            f"answers exported: {', '.join(paths.values())}",
+        ]
         say(f"run directory: {s.store.dir}")
-        return EvalOutcome(str(s.store.dir), stats.calls, stats.cache_hits, table)
+        return EvalOutcome(str(s.store.dir), judge_stats.calls, judge_stats.cache_hits, table, summary)

@@ -32,26 +32,14 @@ from evalign.generation import CachedLLM, cached_generate, user
 from evalign.backends.pool import ModelPool, spec_model_id
 from evalign.progress import log_event, say
 from evalign.prompts import load_prompts
+from evalign.report.record import StageUse
 from evalign.judge.reward import RewardModel, build_reward_model
 from evalign.solver.pairs import Pair, build_pairs, mix_pairs
 from evalign.solver.train import train_preference
-from evalign.store import RunStore, key_of, sha
+from evalign.hashing import key_of, sha
+from evalign.store import RunStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageUse:
-    """One stage an arm needed: computed now, or reused from an earlier run or arm."""
-
-    arm: str
-    iteration: int
-    name: str
-    key: str
-    reused: bool
-    seconds: float  # time spent now
-    original_seconds: float  # what computing it took
-    calls: int = 0  # creator/judge/policy calls made now
 
 
 @dataclass
@@ -242,17 +230,18 @@ class Runner:
             cached = CachedLLM(creator_llm, self.store, description=f"evolving ({cc.operator})")
             evolved = creator.evolve(parents, cached, cc.operator, cc.num_evolutions, params,
                                      derived_seed(cfg.run.seed, "evolve", it))
-            ids_by_key: dict[int, int] = {}
+            id_by_position: dict[int, int] = {}
+            # Evolved.key / parent_key are positions in ``evolved``, not content hashes.
             for e in sorted(evolved, key=lambda e: e.round):  # parents before children
-                parent_id = e.parent_id if e.parent_key is None else ids_by_key[e.parent_key]
+                parent_id = e.parent_id if e.parent_key is None else id_by_position[e.parent_key]
                 [new_id] = self.store.add_prompts([{
                     "uid": f"evolved:{key}:{e.key}", "text": e.text, "origin": "evolved", "parent_id": parent_id,
                     "root_id": self._root(e.root_id), "iteration": it, "operator": e.operator,
                     "mutation": e.mutation, "depth": e.round, "creator_model": creator_llm.model_id,
                     "template_hash": e.template_hash, "seed": e.seed, "stage_key": key, "raw": e.raw,
                 }])
-                ids_by_key[e.key] = new_id
-            return {"prompt_ids": [ids_by_key[e.key] for e in evolved], "calls": cached.new_calls}
+                id_by_position[e.key] = new_id
+            return {"prompt_ids": [id_by_position[e.key] for e in evolved], "calls": cached.new_calls}
 
         ev = self.stage("evolve", arm, it, {"sample": sampled["_key"], "operator": cc.operator,
                                             "rounds": cc.num_evolutions, "creator": creator_llm.model_id,

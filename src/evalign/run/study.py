@@ -11,7 +11,6 @@ operator), the evaluation answers of θ0 and every judgment already made.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -20,11 +19,12 @@ from typing import Any
 from evalign.config import ArmSpec, Config, apply_overrides, validate
 from evalign.errors import ConfigError
 from evalign.eval.evaluator import Answers, store_scores, store_win_rate
-from evalign.store import key_of
+from evalign.hashing import key_of
 from evalign.run.loop import Runner
 from evalign.backends.pool import spec_model_id
 from evalign.progress import say
 from evalign.report import StudyResult, build_report
+from evalign.report.record import ArmRecord, JudgeRecord, SeedRecord, StudyRecord
 from evalign.run.session import Session, open_run
 
 log = logging.getLogger(__name__)
@@ -78,41 +78,34 @@ def run_study(
     t_start = time.perf_counter()
     with open_run(cfg, verbose=verbose) as s:
         runner = Runner(cfg, s.store, s.pool, eval_prompts=s.evaluator.texts() if s.evaluator else [])
-        study = _load_study(s)
-        study.setdefault("arms", {})
-        study["single"] = single
-        study["default_arm"] = DEFAULT_ARM if not single else arm_specs[0].name
-        study["baseline_arm"] = BASELINE_ARM
+        study = StudyRecord.from_json(s.store.get_meta("study"))
+        study.single = single
+        study.default_arm = DEFAULT_ARM if not single else arm_specs[0].name
+        study.baseline_arm = BASELINE_ARM
         for seed_index in range(n_seeds):
             for arm in arm_specs:
                 acfg = arm_config(cfg, arm, seed_index)
                 t0 = time.perf_counter()
                 state = runner.run_arm(arm.name, acfg)
-                entry = study["arms"].setdefault(arm.name, {"description": arm.description, "set": arm.set,
-                                                            "seeds": {}})
-                entry["seeds"][str(seed_index)] = {
-                    "policy_id": state.policy_id, "checkpoint": state.policy_path,
-                    "checkpoints": state.checkpoints, "train_pairs": state.train_pairs,
-                    "summary": state.summary, "seconds_now": time.perf_counter() - t0,
-                    "creator_enabled": acfg.creator.enabled, "metric": acfg.creator.metric,
-                    "operator": acfg.creator.operator,
-                }
+                entry = study.arms.setdefault(arm.name, ArmRecord(arm.description, arm.set))
+                entry.seeds[str(seed_index)] = SeedRecord(
+                    policy_id=state.policy_id, checkpoint=state.policy_path,
+                    checkpoints=state.checkpoints, train_pairs=state.train_pairs,
+                    summary=state.summary, seconds_now=time.perf_counter() - t0,
+                    creator_enabled=acfg.creator.enabled, metric=acfg.creator.metric,
+                    operator=acfg.creator.operator,
+                )
         if s.evaluator is not None:
             _evaluate(s, runner, study, [a.name for a in arm_specs], n_seeds)
-        study["stage_uses"] = study.get("stage_uses", []) + [u.__dict__ for u in runner.uses]
-        study["wall_seconds"] = study.get("wall_seconds", 0.0) + (time.perf_counter() - t_start)
+        study.stage_uses = study.stage_uses + list(runner.uses)
+        study.wall_seconds = (study.wall_seconds or 0.0) + (time.perf_counter() - t_start)
         with s.store.transaction():
-            s.store.set_meta("study", json.dumps(study, default=str))
+            s.store.set_meta("study", study.to_json())
         result = build_report(s.store)
     return result
 
 
-def _load_study(s: Session) -> dict[str, Any]:
-    raw = s.store.get_meta("study")
-    return json.loads(raw) if raw else {}
-
-
-def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list[str], n_seeds: int) -> None:
+def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[str], n_seeds: int) -> None:
     """Win rates and scores of every arm, judged in one batch so the judge's KV cache is
     reused across arms (θ0's answer opens half of all pairwise prompts for a question)."""
     from evalign.eval.score import grade_items
@@ -137,15 +130,14 @@ def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list
         return None if path == cfg.policy.model else path
 
     say("[bold]evaluation[/bold]")
-    study["judge"] = {"judge_id": judge_id, "mode": ev.judge.mode, "pair_version": ev.judge.pair_version,
-                      "variant": ev.judge.variant,
-                      "n_winrate": len(ev.prompts), "n_questions": len(ev.questions)}
-    theta = study["arms"].setdefault(THETA0, {"description": "starting policy θ0 (no training)", "seeds": {}})
-    theta_entry = theta["seeds"].setdefault("0", {"policy_id": theta0_id, "checkpoint": cfg.policy.model})
+    study.judge = JudgeRecord(judge_id, ev.judge.mode, ev.judge.pair_version, ev.judge.variant,
+                              len(ev.prompts), len(ev.questions))
+    theta = study.arms.setdefault(THETA0, ArmRecord("starting policy θ0 (no training)"))
+    theta_entry = theta.seeds.setdefault("0", SeedRecord(theta0_id, cfg.policy.model))
 
     # The plan: (entry, metric name, stage name, stage inputs, model, baseline or None).
     theta0 = (theta0_id, None, 0)
-    plan: list[tuple[dict, str, str, dict, tuple, tuple | None]] = []
+    plan: list[tuple[SeedRecord, str, str, dict, tuple, tuple | None]] = []
 
     def add_score(entry, policy):
         plan.append((entry, "score", "eval_score", {"policy": policy[0]}, policy, None))
@@ -158,15 +150,16 @@ def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list
     if cfg.eval.self_check:
         add_winrate(theta_entry, "win_rate_vs_theta0", theta0, (theta0_id, None, 1))
     for seed_index in range(n_seeds):
-        baseline = study["arms"].get(BASELINE_ARM, {}).get("seeds", {}).get(str(seed_index))
+        baseline_arm = study.arms.get(BASELINE_ARM)
+        baseline = baseline_arm.seeds.get(str(seed_index)) if baseline_arm else None
         for name in arm_names:
-            entry = study["arms"][name]["seeds"][str(seed_index)]
-            policy = (entry["policy_id"], checkpoint(entry["checkpoint"]), 0)
+            entry = study.arms[name].seeds[str(seed_index)]
+            policy = (entry.policy_id, checkpoint(entry.checkpoint), 0)
             add_winrate(entry, "win_rate_vs_theta0", policy, theta0)
             add_score(entry, policy)
             if baseline is not None and name != BASELINE_ARM:
                 add_winrate(entry, "win_rate_vs_baseline", policy,
-                            (baseline["policy_id"], checkpoint(baseline["checkpoint"]), 0))
+                            (baseline.policy_id, checkpoint(baseline.checkpoint), 0))
 
     def key(stage: str, inputs: dict) -> dict:
         return {**inputs, "eval": eval_fp, "judge": judge_id}
@@ -179,12 +172,12 @@ def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list
             if base is None:
                 grades += grade_items(ev.questions, m.mt)[0]
             else:
-                pairs += pair_items([p.prompt for p in ev.prompts], m.winrate, answers(*base).winrate)
+                pairs += pair_items([p.prompt for p in ev.prompts], m.winrate_answers, answers(*base).winrate_answers)
         ev.judge.compare(pairs, description="judging win rates")
         ev.judge.grade(grades, description="grading answers")
 
     for entry, metric, stage, inputs, model, base in plan:
-        label = next((n for n, a in study["arms"].items() for e in a["seeds"].values() if e is entry), "?")
+        label = study.label_of(entry)
 
         def run(k: str, metric=metric, model=model, base=base, label=label) -> dict[str, Any]:
             calls = ev.judge.stats.calls
@@ -196,11 +189,13 @@ def _evaluate(s: Session, runner: Runner, study: dict[str, Any], arm_names: list
             return {"calls": ev.judge.stats.calls - calls}
 
         out = runner.stage(stage, label, 0, key(stage, inputs), run)
-        entry.setdefault("eval", {})[metric] = out["_key"]
-    for name, arm in study["arms"].items():
-        for entry in arm["seeds"].values():
-            if "policy_id" in entry and entry.get("eval"):
-                policy = (entry["policy_id"], checkpoint(entry["checkpoint"]), 0)
-                lengths = answers(*policy).winrate
-                entry["mean_answer_chars"] = sum(map(len, lengths)) / max(1, len(lengths))
+        if entry.eval is None:
+            entry.eval = {}
+        entry.eval[metric] = out["_key"]
+    for arm in study.arms.values():
+        for entry in arm.seeds.values():
+            if entry.eval:
+                policy = (entry.policy_id, checkpoint(entry.checkpoint), 0)
+                winrate_answers = answers(*policy).winrate_answers
+                entry.mean_answer_chars = sum(map(len, winrate_answers)) / max(1, len(winrate_answers))
     s.pool.release_policy()

@@ -33,112 +33,8 @@ from evalign import faults
 from evalign.hashing import key_of, sha  # noqa: F401  (re-exported: callers take keys from the store)
 from evalign.errors import RunInUseError
 from evalign.fsutil import atomic_write_text, remove_stale_temporaries
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS stages (
-    key TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    arm TEXT,
-    iteration INTEGER,
-    status TEXT NOT NULL CHECK (status IN ('running', 'done')),
-    started_at REAL,
-    finished_at REAL,
-    seconds REAL,
-    outputs TEXT
-);
-CREATE TABLE IF NOT EXISTS prompts (
-    id INTEGER PRIMARY KEY,
-    uid TEXT UNIQUE NOT NULL,
-    text TEXT NOT NULL,
-    text_sha TEXT NOT NULL,
-    origin TEXT NOT NULL CHECK (origin IN ('seed', 'evolved')),
-    source TEXT,
-    category TEXT,
-    parent_id INTEGER REFERENCES prompts(id),
-    root_id INTEGER REFERENCES prompts(id),
-    iteration INTEGER NOT NULL DEFAULT 0,
-    operator TEXT,
-    mutation TEXT,
-    depth INTEGER NOT NULL DEFAULT 0,
-    creator_model TEXT,
-    template_hash TEXT,
-    seed INTEGER,
-    stage_key TEXT,
-    raw TEXT
-);
-CREATE INDEX IF NOT EXISTS prompts_parent ON prompts(parent_id);
-CREATE INDEX IF NOT EXISTS prompts_stage ON prompts(stage_key);
-CREATE TABLE IF NOT EXISTS prompt_events (
-    stage_key TEXT NOT NULL,
-    prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-    kind TEXT NOT NULL,
-    value REAL,
-    detail TEXT,
-    PRIMARY KEY (stage_key, prompt_id, kind)
-);
-CREATE TABLE IF NOT EXISTS generations (
-    key TEXT PRIMARY KEY,
-    model_id TEXT NOT NULL,
-    prompt_sha TEXT NOT NULL,
-    params_sha TEXT NOT NULL,
-    sample_index INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    finish_reason TEXT,
-    created_at REAL
-);
-CREATE TABLE IF NOT EXISTS rewards (
-    key TEXT PRIMARY KEY,
-    reward_id TEXT NOT NULL,
-    prompt_sha TEXT NOT NULL,
-    response_sha TEXT NOT NULL,
-    score REAL,
-    detail TEXT,
-    created_at REAL
-);
-CREATE TABLE IF NOT EXISTS pairs (
-    stage_key TEXT NOT NULL,
-    prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-    source TEXT NOT NULL,
-    chosen TEXT NOT NULL,
-    rejected TEXT NOT NULL,
-    chosen_score REAL,
-    rejected_score REAL,
-    PRIMARY KEY (stage_key, prompt_id)
-);
-CREATE TABLE IF NOT EXISTS judgments (
-    key TEXT PRIMARY KEY,
-    judge_id TEXT NOT NULL,
-    prompt_version TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    question_sha TEXT NOT NULL,
-    answer_a_sha TEXT NOT NULL,
-    answer_b_sha TEXT,
-    verdict TEXT,
-    prob_a REAL,
-    score REAL,
-    raw TEXT,
-    attempts INTEGER,
-    parse_failed INTEGER NOT NULL DEFAULT 0,
-    created_at REAL
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    stage_key TEXT NOT NULL,
-    arm TEXT,
-    name TEXT NOT NULL,
-    value REAL,
-    ci_low REAL,
-    ci_high REAL,
-    n INTEGER,
-    detail TEXT,
-    PRIMARY KEY (stage_key, name)
-);
-"""
+from evalign.store.cache import CacheThrough, cache_through  # noqa: F401  (re-exported)
+from evalign.store.schema import SCHEMA, SCHEMA_VERSION
 
 
 class RunStore:
@@ -328,17 +224,14 @@ class RunStore:
             current = row["parent_id"]
         return chain
 
-    def add_prompt_events(self, stage_key: str, kind: str, items: Iterable[tuple[int, float | None, str | None]]) -> None:
+    def add_prompt_events(self, stage_key: str, event: str, items: Iterable[tuple[int, float | None, str | None]]) -> None:
+        """Per prompt (id, value, detail) of one ``event`` (reward_gap, informativeness, sampled,
+        filter), stored in the ``kind`` column."""
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO prompt_events(stage_key, prompt_id, kind, value, detail) VALUES (?,?,?,?,?)",
-                [(stage_key, pid, kind, value, detail) for pid, value, detail in items],
+                [(stage_key, pid, event, value, detail) for pid, value, detail in items],
             )
-
-    def prompt_events(self, stage_key: str, kind: str) -> list[sqlite3.Row]:
-        return self.db.execute(
-            "SELECT * FROM prompt_events WHERE stage_key=? AND kind=? ORDER BY prompt_id", (stage_key, kind)
-        ).fetchall()
 
     # ------------------------------------------------------------------ unit caches
 
@@ -398,15 +291,61 @@ class RunStore:
                 (stage_key, arm, name, value, ci_low, ci_high, n, json.dumps(detail or {}, default=str)),
             )
 
-    def metrics(self, arm: str | None = None) -> list[sqlite3.Row]:
-        if arm is None:
-            return self.db.execute("SELECT * FROM metrics ORDER BY arm, name").fetchall()
-        return self.db.execute("SELECT * FROM metrics WHERE arm=? ORDER BY name", (arm,)).fetchall()
+    def metric(self, stage_key: str | None, name: str) -> dict[str, Any] | None:
+        """The detail of one stored metric (outcomes, scores, lengths ...), or None."""
+        if not stage_key:
+            return None
+        row = self.db.execute("SELECT * FROM metrics WHERE stage_key=? AND name=?", (stage_key, name)).fetchone()
+        return None if row is None else json.loads(row["detail"] or "{}")
 
-    def counts(self) -> dict[str, int]:
-        """Row counts per table (for summaries and kill/resume checks)."""
-        tables = ("stages", "prompts", "prompt_events", "generations", "rewards", "pairs", "judgments", "metrics")
-        return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+    # ------------------------------------------------------------------ reads for the report
+
+    def reward_gaps(self) -> list[sqlite3.Row]:
+        """Every recorded reward gap with its prompt's origin and operator."""
+        return self.db.execute(
+            "SELECT p.origin, p.operator, e.value FROM prompt_events e JOIN prompts p ON p.id=e.prompt_id "
+            "WHERE e.kind='reward_gap' AND e.value IS NOT NULL"
+        ).fetchall()
+
+    def scored_texts(self, limit: int) -> list[tuple[str, float]]:
+        """(generated text, reward) of up to ``limit`` generations whose text has a reward."""
+        scores = {r["response_sha"]: r["score"] for r in self.db.execute(
+            "SELECT response_sha, score FROM rewards WHERE score IS NOT NULL LIMIT ?", (limit,))}
+        out = []
+        for r in self.db.execute("SELECT text FROM generations ORDER BY rowid"):
+            s = scores.get(sha(r["text"]))
+            if s is not None:
+                out.append((r["text"], s))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def evolved_operators(self) -> list[str]:
+        """The operators that made evolved prompts in this run."""
+        return [r["operator"] for r in self.db.execute(
+            "SELECT DISTINCT operator FROM prompts WHERE origin='evolved' AND operator IS NOT NULL")]
+
+    def kept_leaves(self, operator: str, limit: int) -> list[int]:
+        """Ids of the deepest prompts of ``operator`` that the filter kept (deepest first)."""
+        return [r["id"] for r in self.db.execute(
+            "SELECT p.id FROM prompts p JOIN prompt_events f ON f.prompt_id=p.id AND f.kind='filter' "
+            "WHERE p.operator=? AND f.value=1 ORDER BY p.depth DESC, p.id LIMIT ?", (operator, limit))]
+
+    def contents(self) -> dict[str, list[tuple]]:
+        """What the run computed, each table sorted, without timestamps or row ids: equal for a
+        killed-and-resumed run and an uninterrupted one (tools/fault_inject.py compares them)."""
+        queries = {
+            "prompts": "SELECT uid, text, origin, depth, operator, mutation, template_hash FROM prompts",
+            "prompt_events": "SELECT p.uid, e.kind, round(coalesce(e.value, -1), 9), e.detail FROM prompt_events e "
+                             "JOIN prompts p ON p.id = e.prompt_id",
+            "generations": "SELECT key, text FROM generations",
+            "rewards": "SELECT key, round(score, 9) FROM rewards",
+            "pairs": "SELECT stage_key, source, chosen, rejected FROM pairs",
+            "judgments": "SELECT key, round(coalesce(prob_a, score), 9), parse_failed FROM judgments",
+            "metrics": "SELECT stage_key, name, round(value, 9), n FROM metrics",
+            "stages": "SELECT key, name FROM stages WHERE status = 'done'",
+        }
+        return {name: sorted(tuple(r) for r in self.db.execute(q)) for name, q in queries.items()}
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

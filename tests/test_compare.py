@@ -1,0 +1,80 @@
+"""``evalign eval`` end to end with scripted policy and judge: the table, the summary lines,
+the exported answers, the cache on a rerun, and reference answers as the baseline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from evalign.cli import app
+from evalign.config import validate
+from evalign.eval import formats
+from evalign.run.compare import evaluate_models
+
+TABLE_HEAD = "| model | win rate vs baseline % [95% CI] |"
+
+
+def eval_config(tmp_path, judge_mode="logprobs", judge="echo"):
+    scripted = {"model": "echo", "backend": "scripted"}
+    return validate({
+        "run": {"name": "e", "output_dir": str(tmp_path / "unused")},
+        "policy": scripted, "creator": {"model": scripted},
+        "solver": {"reward": {"kind": "judge_pointwise", "model": scripted}},
+        "eval": {"judge": {"model": judge, "backend": "scripted"}, "judge_mode": judge_mode, "winrate_limit": 4,
+                 "mt_limit": 2, "answer_sampling": {"max_new_tokens": 8}, "bootstrap_samples": 200,
+                 "parse_retries": 0},
+    })
+
+
+def test_a_model_against_itself_resampled(tmp_path):
+    out = tmp_path / "run"
+    first = evaluate_models(eval_config(tmp_path), "echo", out_dir=out)
+    assert first.table.startswith(TABLE_HEAD)
+    assert "\n| echo | " in first.table and "| 4 |" in first.table  # n = the 4 win-rate prompts
+    judge_line, calls_line, export_line = first.lines
+    assert judge_line.startswith("baseline: self, resampled; judge scripted:echo (logprobs); first-position rate ")
+    assert calls_line == f"judge calls: {first.judge_calls} new, 0 cached" and first.judge_calls > 0
+    exported = export_line.removeprefix("answers exported: ").split(", ")
+    assert [p.rsplit(".", 2)[-2:] for p in exported] == [["mt_bench", "jsonl"], ["arena_hard", "jsonl"],
+                                                          ["alpaca_eval", "json"]]
+    assert len(formats.load_arena_answers(exported[1])) == 4 and len(formats.load_alpaca(exported[2])) == 4
+    again = evaluate_models(eval_config(tmp_path), "echo", out_dir=out)
+    assert again.judge_calls == 0 and again.cache_hits == first.judge_calls
+    assert again.table == first.table  # the same judgments: the same numbers
+
+
+def test_reference_answers_as_the_baseline(tmp_path):
+    cfg = eval_config(tmp_path)
+    from evalign.eval.sets import load_winrate_prompts
+
+    prompts = load_winrate_prompts(cfg.eval.winrate_prompts, cfg.eval.winrate_limit)
+    ref = tmp_path / "reference.json"
+    ref.write_text(json.dumps([{"instruction": p.prompt, "output": "A short answer.", "generator": "ref"}
+                               for p in prompts]))
+    outcome = evaluate_models(cfg, "echo", baseline_answers=ref, out_dir=tmp_path / "run")
+    assert outcome.lines[0].startswith(f"baseline: {ref}; judge scripted:echo (logprobs)")
+
+
+def test_the_cli_prints_the_table_and_a_judge_line_even_without_a_first_position_rate(tmp_path):
+    """A generating judge whose verdicts never parse has no first-position rate: the baseline
+    and judge are still named (this line used to print empty)."""
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(eval_config(tmp_path, judge_mode="generate").to_yaml())
+    result = CliRunner().invoke(app, ["eval", "--model", "echo", str(cfg), "--out", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(TABLE_HEAD) and lines[2].startswith("| echo | — | — |")
+    assert "baseline: self, resampled; judge scripted:echo (generate)" in lines
+    assert not any("first-position rate" in line for line in lines)
+    assert any(line.startswith("judge calls: ") and "unparseable verdicts left out" in line for line in lines)
+
+
+def test_reference_answers_must_cover_every_prompt(tmp_path):
+    from evalign.errors import InputError
+
+    ref = tmp_path / "reference.json"
+    ref.write_text(json.dumps([{"instruction": "something else", "output": "x", "generator": "ref"}]))
+    with pytest.raises(InputError, match="no answer for 4 eval prompts"):
+        evaluate_models(eval_config(tmp_path), "echo", baseline_answers=ref, out_dir=tmp_path / "run")
