@@ -1,0 +1,1 @@
+"""The solver: preference pairs, losses, TRL training, packing and launched jobs."""
