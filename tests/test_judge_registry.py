@@ -3,13 +3,13 @@ versions, what each variant declares, and the registry lookups that replaced nam
 
 from __future__ import annotations
 
-import typing
 
 import pytest
 
 from evalign.backends.base import ForwardingLLM
 from evalign.backends.scripted import ScriptedLLM
-from evalign.config import EvalConfig, RewardConfig
+from evalign.config import RewardConfig
+from evalign.config.choices import CHOICE_FIELDS
 from evalign.errors import ConfigError
 from evalign.eval.judge_check import KINDS, format_report
 from evalign.judge import GRADE_VERSION, PAIR_VERSION, VARIANTS, Judge, get_variant, sequence_logprob, variant_version
@@ -54,7 +54,7 @@ def test_each_variant_declares_its_prompts_rule_and_cost():
 
 def test_policy_tiebreak_cannot_judge_an_evaluation():
     usable = [n for n in VARIANTS if get_variant(n).in_evaluation]
-    assert usable == list(typing.get_args(EvalConfig.model_fields["judge_variant"].annotation))
+    assert usable == list(CHOICE_FIELDS["eval.judge_variant"]())
     assert check_eval_variant("rubric") == "rubric"
     with pytest.raises(ValueError, match="cannot judge an evaluation"):
         check_eval_variant("policy_tiebreak")
@@ -68,7 +68,7 @@ def test_judge_keeps_the_variant_name_and_object():
 
 
 def test_reward_kinds_are_registered_and_built_from_the_registry():
-    kinds = typing.get_args(RewardConfig.model_fields["kind"].annotation)
+    kinds = CHOICE_FIELDS["solver.reward.kind"]()
     assert REWARD_KINDS.names() == kinds
     llm = ScriptedLLM()
     assert isinstance(build_reward_model(RewardConfig(kind="judge_pointwise"), llm), JudgePointwiseReward)

@@ -28,16 +28,11 @@ from evalign.registry import (
 
 #: Accepted by every ``backend`` field besides the registered backends: pick from the model.
 AUTO_BACKEND = "auto"
-#: A judge variant for judge-check only: in an evaluation the policy's own likelihood would
-#: favour its own answers, so ``eval.judge_variant`` refuses it.
-JUDGE_CHECK_ONLY = ("policy_tiebreak",)
 
 # Names used while a registry's home module does not exist or registers nothing yet (it is
 # filled by another change of the same restructuring); remove each fallback once its home
 # module registers its names.
 _FALLBACKS: dict[str, tuple[str, ...]] = {
-    REWARD_KINDS.home: ("judge_pointwise", "judge_pairwise_anchor", "classifier"),
-    JUDGE_VARIANTS.home: ("base", "calibrated", "cot", "rubric", "ensemble"),
     BACKENDS.home: ("transformers", "llamacpp", "openai", "vllm", "scripted"),
 }
 
@@ -74,7 +69,9 @@ def reward_kind_names() -> tuple[str, ...]:
 
 
 def eval_judge_variant_names() -> tuple[str, ...]:
-    return tuple(n for n in registered(JUDGE_VARIANTS) if n not in JUDGE_CHECK_ONLY)
+    """Variants an evaluation may use: each variant says so itself (``in_evaluation``; the
+    policy_tiebreak variant is judge-check only, since the policy would favour its own answers)."""
+    return tuple(n for n in registered(JUDGE_VARIANTS) if JUDGE_VARIANTS.get(n).in_evaluation)
 
 
 def backend_names() -> tuple[str, ...]:

@@ -52,7 +52,7 @@ from evalign.judge.verdicts import (
     softmax2,
 )
 from evalign.progress import track
-from evalign.store import RunStore
+from evalign.store import CacheThrough, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -206,32 +206,25 @@ class Judge:
         }
 
     def _run(self, kind, items, keys, one, description) -> list[Verdict]:
-        out: list[Verdict | None] = [None] * len(items)
-        hits = self.store.cached("judgments", keys) if self.store else {}
-        for i, k in enumerate(keys):
-            if k in hits:
-                out[i] = cached_verdict(hits[k])
-        # Group work so consecutive judge prompts share a prefix (KV-cache reuse).
-        todo = sorted((i for i in range(len(items)) if out[i] is None), key=lambda i: _order_key(items[i]))
-        self.stats.cache_hits += len(items) - len(todo)
+        look = CacheThrough(self.store, "judgments", [[k] for k in keys], cached_verdict)
+        self.stats.cache_hits += len(items) - len(look.missing)
         version = (self.variant_spec.pair_cache_version if kind == "pairwise"
                    else self.variant_spec.grade_cache_version)
-        rows = []
-        with track(description, len(todo), "judgments") as advance:
-            for n, i in enumerate(todo):
-                t0 = time.perf_counter()
-                verdict, attempts = one(items[i])
-                self.stats.seconds += time.perf_counter() - t0
-                self.stats.calls += attempts
-                self.stats.parse_failures += int(verdict.parse_failed)
-                out[i] = verdict
-                if self.store is not None:
-                    rows.append(self._row(keys[i], version, kind, items[i], verdict, attempts))
-                    if len(rows) >= 16 or n == len(todo) - 1:
-                        self.store.put("judgments", rows)
-                        rows = []
-                advance(1)
-        return out  # type: ignore[return-value]
+        attempts: dict[int, int] = {}
+        with track(description, len(look.missing), "judgments") as advance:
+            # Consecutive judge prompts that share a prefix reuse the backend's KV cache.
+            for chunk in look.chunks(16, order=lambda i: _order_key(items[i])):
+                verdicts = []
+                for i in chunk:
+                    t0 = time.perf_counter()
+                    verdict, attempts[i] = one(items[i])
+                    self.stats.seconds += time.perf_counter() - t0
+                    self.stats.calls += attempts[i]
+                    self.stats.parse_failures += int(verdict.parse_failed)
+                    verdicts.append([verdict])
+                    advance(1)
+                look.fill(chunk, verdicts, lambda i, _j, v: self._row(keys[i], version, kind, items[i], v, attempts[i]))
+        return [row[0] for row in look.values]
 
     def _compare_one(self, item: PairItem) -> tuple[Verdict, int]:
         asks = self.variant_spec.asks

@@ -26,7 +26,7 @@ from evalign.judge.prompts import GRADE_VERSION
 from evalign.judge.verdicts import GradeItem, PairItem
 from evalign.progress import track
 from evalign.registry import REWARD_KINDS
-from evalign.store import RunStore
+from evalign.store import RunStore, cache_through
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +39,14 @@ class RewardModel(ABC):
     ) -> list[list[float]]:
         """Rewards for ``responses[i][j]`` to ``prompts[i]``, through the store's cache."""
         keys = [[self._key(p, rs, j) for j in range(len(rs))] for p, rs in zip(prompts, responses)]
-        hits = store.cached("rewards", [k for row in keys for k in row]) if store else {}
-        missing = [i for i, row in enumerate(keys) if any(k not in hits for k in row)]
-        fresh = self._score([prompts[i] for i in missing], [responses[i] for i in missing]) if missing else []
-        by_prompt = dict(zip(missing, fresh))
-        out, rows = [], []
-        for i, row in enumerate(keys):
-            scores = []
-            for j, k in enumerate(row):
-                if k in hits:
-                    scores.append(hits[k]["score"])
-                else:
-                    s = float(by_prompt[i][j])
-                    scores.append(s)
-                    rows.append({"key": k, "reward_id": self.reward_id, "prompt_sha": sha(prompts[i]),
-                                 "response_sha": sha(responses[i][j]), "score": s})
-            out.append(scores)
-        if store is not None:
-            store.put("rewards", rows)
-        return out
+        values, _ = cache_through(
+            store, "rewards", keys,
+            compute=lambda items: self._score([prompts[i] for i in items], [responses[i] for i in items]),
+            to_row=lambda i, j, s: {"reward_id": self.reward_id, "prompt_sha": sha(prompts[i]),
+                                    "response_sha": sha(responses[i][j]), "score": float(s)},
+            from_row=lambda row: row["score"], chunk=None,
+        )
+        return [[float(s) for s in row] for row in values]
 
     def _key(self, prompt: str, responses: Sequence[str], j: int) -> str:
         return key_of("reward", self.reward_id, sha(prompt), sha(responses[j]))
