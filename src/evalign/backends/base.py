@@ -19,6 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 Message = dict[str, str]
 Conversation = list[Message]
@@ -83,8 +84,44 @@ def sample_seed(seed: int, conversation: Conversation) -> int:
     return int.from_bytes(h.digest()[:8], "big") >> 1
 
 
+Device = Literal["cpu", "gpu", "gpu-if-present", "remote", "none"]
+
+
+@dataclass(frozen=True)
+class BackendTraits:
+    """What a backend is, declared on its class, so callers ask it instead of matching names."""
+
+    #: ``choice_logprobs`` is exact (False: read from an API's top-k tokens).
+    exact_logprobs: bool = True
+    #: Served over HTTP by someone else: billed (the run's Budget applies) and already
+    #: concurrent (kept in the driver, never sharded over Ray workers).
+    remote_api: bool = False
+    #: Where it computes; "none" for a backend that runs no model.
+    device: Device = "cpu"
+    #: The weights ``model`` names: "gguf" (a GGUF file), "hf" (a checkpoint directory or hub
+    #: id), None when ``model`` names no local weights (an API model, a script).
+    weights: Literal["gguf", "hf"] | None = "hf"
+    #: Spreads one model over ``tensor_parallel_size`` GPUs.
+    tensor_parallel: bool = False
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.device in ("gpu", "gpu-if-present")
+
+    @property
+    def budgeted(self) -> bool:
+        return self.remote_api
+
+    @property
+    def ray_shardable(self) -> bool:
+        return not self.remote_api
+
+
 class LLM(ABC):
     """Batched chat generation and next-token choice log-probabilities."""
+
+    #: Set by each backend class (wrappers such as LazyLLM have none).
+    traits: ClassVar[BackendTraits]
 
     #: Identity used in cache keys: the model and anything that changes its outputs.
     model_id: str

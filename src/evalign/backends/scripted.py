@@ -10,7 +10,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 
-from evalign.backends.base import LLM, Conversation, Generation, GenParams
+from evalign.backends.base import LLM, BackendTraits, Conversation, Generation, GenParams
 
 GenerateFn = Callable[[Conversation, int], str]
 ChoiceFn = Callable[[Conversation, Sequence[str], str], Sequence[float]]
@@ -59,6 +59,8 @@ def register_script(name: str, generate_fn: GenerateFn = echo_generate, choice_f
 
 
 class ScriptedLLM(LLM):
+    traits = BackendTraits(device="none", weights=None)
+
     def __init__(
         self,
         generate_fn: GenerateFn = echo_generate,
