@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalign.errors import ModelNotFoundError
+from evalign.registry import BACKENDS
 
 
 def cache_dir() -> Path:
@@ -238,8 +239,8 @@ def looks_like_path(name: str) -> bool:
 
 def check_model_name(name: str, backend: str) -> None:
     """Raise a one-line error for a name that is neither built-in, a local path nor a hub id."""
-    if backend in ("openai", "scripted") or is_builtin(name):
-        return
+    if is_builtin(name) or (backend in BACKENDS and BACKENDS.get(backend).traits.weights is None):
+        return  # an API model's or a script's name is not a file
     expanded = Path(name).expanduser()
     if expanded.exists():
         return
