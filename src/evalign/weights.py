@@ -25,6 +25,7 @@ from pathlib import Path
 
 from evalign.errors import ModelNotFoundError
 from evalign.fsutil import atomic_dir, atomic_writer
+from evalign.hashing import sha
 from evalign.registry import BACKENDS
 
 
@@ -108,14 +109,6 @@ def _part_paths(model: BuiltinModel) -> list[Path]:
 
 def packages_installed(model: BuiltinModel) -> bool:
     return all(_module_dir(m) is not None for m in model.modules)
-
-
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def assembled_path(model: BuiltinModel) -> Path:
@@ -272,9 +265,9 @@ def model_fingerprint(name: str) -> str:
     p = Path(name).expanduser()
     if p.exists():
         files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())
-        h = hashlib.sha256()
+        parts = []
         for f in files:
             st = f.stat()
-            h.update(f"{f.relative_to(p.parent)}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return f"{p.name}@{h.hexdigest()[:12]}"
+            parts.append(f"{f.relative_to(p.parent)}:{st.st_size}:{int(st.st_mtime)}")
+        return f"{p.name}@{sha(''.join(parts), 12)}"
     return name

@@ -12,7 +12,6 @@ Two operations cover everything eva needs from a language model:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -20,6 +19,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
+
+from evalign.hashing import seed_of
 
 Message = dict[str, str]
 Conversation = list[Message]
@@ -78,10 +79,8 @@ def sample_seed(seed: int, conversation: Conversation) -> int:
     Mixing in the prompt keeps sample j of different prompts independent while the result
     stays a pure function of (seed, prompt), whatever the batch it is computed in.
     """
-    h = hashlib.sha256(str(seed).encode())
-    for m in conversation:
-        h.update(b"\x00" + m["role"].encode() + b"\x01" + m["content"].encode())
-    return int.from_bytes(h.digest()[:8], "big") >> 1
+    # sha256 over str(seed) followed by "\x00" role "\x01" content for every message.
+    return seed_of(seed, *(f"\x00{m['role']}\x01{m['content']}" for m in conversation), sep="")
 
 
 Device = Literal["cpu", "gpu", "gpu-if-present", "remote", "none"]
