@@ -180,3 +180,29 @@ def test_asking_a_backends_traits_imports_no_backend():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_split_builtin_assembles_atomically_and_checks_its_sha256(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from evalign import weights
+
+    parts = [tmp_path / f"part{i}.bin" for i in range(3)]
+    for i, p in enumerate(parts):
+        p.write_bytes(bytes([i]) * (1000 + i))
+    whole = b"".join(p.read_bytes() for p in parts)
+    base = weights.BUILTIN_MODELS["qwen2.5-coder-1.5b-instruct"]
+    good = dataclasses.replace(base, sha256=hashlib.sha256(whole).hexdigest())
+    monkeypatch.setenv("EVALIGN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "_part_paths", lambda m: parts)
+
+    monkeypatch.setitem(weights.BUILTIN_MODELS, base.name, dataclasses.replace(good, sha256="0" * 64))
+    with pytest.raises(ModelNotFoundError, match="assembled file has sha256"):
+        weights.gguf_path(base.name)
+    assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())
+
+    monkeypatch.setitem(weights.BUILTIN_MODELS, base.name, good)
+    path = weights.gguf_path(base.name)
+    assert path.read_bytes() == whole and path.with_suffix(".sha256").read_text() == good.sha256 + "\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, path.with_suffix(".sha256").name])
