@@ -129,3 +129,80 @@ def test_hub_id_loading_path_works_on_a_local_directory(tiny_model_dir):
     assert llm.generate(CONVS[:1], PARAMS, [0])[0][0].completion_tokens > 0
     with pytest.raises(ModelNotFoundError, match="could not be loaded with transformers"):
         load_llm(ModelSpec(model="evalign-test/does-not-exist", backend="transformers"))
+
+
+def test_sample_seed_value_is_stable():
+    """The seed every backend samples with is part of every cached sample's identity."""
+    conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "héllo ✓"}]
+    assert sample_seed(7, conv) == 2838234855144188695
+    assert sample_seed(0, []) == 3456079177858693020
+
+
+def test_every_backend_registers_once_with_its_class_traits():
+    """The registry knows each backend's traits without importing it; they must be its class's."""
+    from evalign import config
+    from evalign.registry import BACKENDS
+
+    assert set(BACKENDS.names()) | {"auto"} == set(config.BACKENDS)
+    for name in BACKENDS.names():
+        info = BACKENDS.get(name)
+        assert info.name == name and info.cls().traits == info.traits, name
+
+
+def test_unknown_backend_is_a_config_error():
+    from evalign.backends import load_llm, traits_of
+    from evalign.config import ModelSpec
+    from evalign.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        traits_of("nope")
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        load_llm(ModelSpec(model="echo", backend="scripted").model_copy(update={"backend": "nope"}))
+
+
+def test_asking_a_backends_traits_imports_no_backend():
+    """Model ids and routing are decided from the config alone: torch, httpx, llama.cpp and
+    vLLM are imported only when a model is built."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from evalign.backends.pool import spec_model_id\n"
+        "from evalign.backends.ray_pool import actor_options\n"
+        "from evalign.config import ModelSpec\n"
+        "from evalign.weights import check_model_name\n"
+        "for b in ('transformers', 'llamacpp', 'openai', 'vllm', 'scripted'):\n"
+        "    spec = ModelSpec(model='org/m', backend=b)\n"
+        "    spec_model_id(spec); actor_options(spec, b, 1); check_model_name('org/m', b)\n"
+        "heavy = [m for m in ('torch', 'httpx', 'llama_cpp', 'vllm', 'evalign.backends.openai_compat',\n"
+        "                     'evalign.backends.transformers_backend') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_split_builtin_assembles_atomically_and_checks_its_sha256(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from evalign import weights
+
+    parts = [tmp_path / f"part{i}.bin" for i in range(3)]
+    for i, p in enumerate(parts):
+        p.write_bytes(bytes([i]) * (1000 + i))
+    whole = b"".join(p.read_bytes() for p in parts)
+    base = weights.BUILTIN_MODELS["qwen2.5-coder-1.5b-instruct"]
+    good = dataclasses.replace(base, sha256=hashlib.sha256(whole).hexdigest())
+    monkeypatch.setenv("EVALIGN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "_part_paths", lambda m: parts)
+
+    monkeypatch.setitem(weights.BUILTIN_MODELS, base.name, dataclasses.replace(good, sha256="0" * 64))
+    with pytest.raises(ModelNotFoundError, match="assembled file has sha256"):
+        weights.gguf_path(base.name)
+    assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())
+
+    monkeypatch.setitem(weights.BUILTIN_MODELS, base.name, good)
+    path = weights.gguf_path(base.name)
+    assert path.read_bytes() == whole and path.with_suffix(".sha256").read_text() == good.sha256 + "\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, path.with_suffix(".sha256").name])

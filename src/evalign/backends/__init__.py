@@ -9,12 +9,16 @@ from __future__ import annotations
 import atexit
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from evalign.config import ModelSpec
-from evalign.errors import ConfigError
-from evalign.backends.base import LLM, CallStats, Conversation, Generation, GenParams, Message
+from evalign.backends.base import LLM, BackendTraits, CallStats, Conversation, Generation, GenParams, Message
+from evalign.backends.registry import backend_info, traits_of
 
-__all__ = ["LLM", "CallStats", "Conversation", "Generation", "GenParams", "Message", "load_llm", "resolve_backend"]
+if TYPE_CHECKING:
+    from evalign.config import ModelSpec
+
+__all__ = ["LLM", "BackendTraits", "CallStats", "Conversation", "Generation", "GenParams", "Message",
+           "backend_info", "load_llm", "resolve_backend", "traits_of"]
 
 _open: "weakref.WeakSet[LLM]" = weakref.WeakSet()
 
@@ -32,11 +36,11 @@ def _close_all() -> None:
 def resolve_backend(spec: ModelSpec) -> str:
     if spec.backend != "auto":
         return spec.backend
-    from evalign import weights as models
+    from evalign import weights
 
-    if models.is_builtin(spec.model) or str(spec.model).endswith(".gguf"):
+    if weights.is_builtin(spec.model) or str(spec.model).endswith(".gguf"):
         return "llamacpp"
-    if _gpu_available() and _has_module("vllm"):
+    if _gpu_available() and _installed("vllm"):
         return "vllm"
     return "transformers"
 
@@ -50,61 +54,25 @@ def _gpu_available() -> bool:
         return False
 
 
-def _has_module(name: str) -> bool:
+def _installed(backend: str) -> bool:
+    """Whether the optional package a backend needs is importable (without importing it)."""
     import importlib.util
 
-    return importlib.util.find_spec(name) is not None
+    requires = backend_info(backend).requires
+    return requires is None or importlib.util.find_spec(requires) is not None
 
 
 def load_llm(spec: ModelSpec, *, model_id: str | None = None, budget=None, path: str | Path | None = None) -> LLM:
     """Build the backend a ModelSpec names. ``path`` overrides where weights are read from
     (a trained checkpoint directory); ``model_id`` overrides the cache identity."""
-    from evalign import weights as models
+    from evalign import weights
 
     backend = resolve_backend(spec)
     name = str(path) if path is not None else spec.model
     if path is None:
-        models.check_model_name(name, backend)
-    fingerprint = model_id or models.model_fingerprint(name)
-    llm: LLM
-    if backend == "transformers":
-        from evalign.backends.transformers_backend import TransformersLLM
-
-        llm = TransformersLLM(
-            models.resolve_hf_dir(name),
-            model_id=fingerprint,
-            dtype=spec.dtype,
-            chat_template=spec.chat_template,
-            trust_remote_code=spec.trust_remote_code,
-            revision=spec.revision,
-            batch_size=spec.batch_size,
-        )
-    elif backend == "llamacpp":
-        from evalign.backends.llamacpp_backend import LlamaCppLLM
-
-        llm = LlamaCppLLM(
-            models.resolve_gguf(name),
-            model_id=fingerprint,
-            n_ctx=spec.n_ctx,
-            n_threads=spec.n_threads,
-            chat_template=spec.chat_template,
-        )
-    elif backend == "openai":
-        from evalign.backends.openai_compat import OpenAICompatLLM
-
-        llm = OpenAICompatLLM(spec, budget=budget)
-    elif backend == "vllm":
-        from evalign.backends.vllm_backend import VllmLLM
-
-        llm = VllmLLM(spec, path=models.resolve_hf_dir(name), model_id=fingerprint)
-    elif backend == "scripted":
-        from evalign.backends.scripted import SCRIPTS, ScriptedLLM
-
-        if spec.model not in SCRIPTS:
-            raise ConfigError(f"no scripted model '{spec.model}'; registered: {', '.join(SCRIPTS)}")
-        gen_fn, choice_fn = SCRIPTS[spec.model]
-        llm = ScriptedLLM(gen_fn, choice_fn, model_id=fingerprint)
-    else:  # pragma: no cover - pydantic restricts the names
-        raise ConfigError(f"unknown backend '{backend}'")
+        weights.check_model_name(name, backend)
+    fingerprint = model_id or weights.model_fingerprint(name)
+    info = backend_info(backend)
+    llm = info.build(spec, name, fingerprint, budget if info.traits.budgeted else None)
     _open.add(llm)
     return llm

@@ -12,13 +12,15 @@ Two operations cover everything eva needs from a language model:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from evalign.hashing import seed_of
 
 Message = dict[str, str]
 Conversation = list[Message]
@@ -77,14 +79,48 @@ def sample_seed(seed: int, conversation: Conversation) -> int:
     Mixing in the prompt keeps sample j of different prompts independent while the result
     stays a pure function of (seed, prompt), whatever the batch it is computed in.
     """
-    h = hashlib.sha256(str(seed).encode())
-    for m in conversation:
-        h.update(b"\x00" + m["role"].encode() + b"\x01" + m["content"].encode())
-    return int.from_bytes(h.digest()[:8], "big") >> 1
+    # sha256 over str(seed) followed by "\x00" role "\x01" content for every message.
+    return seed_of(seed, *(f"\x00{m['role']}\x01{m['content']}" for m in conversation), sep="")
+
+
+Device = Literal["cpu", "gpu", "gpu-if-present", "remote", "none"]
+
+
+@dataclass(frozen=True)
+class BackendTraits:
+    """What a backend is, declared on its class, so callers ask it instead of matching names."""
+
+    #: ``choice_logprobs`` is exact (False: read from an API's top-k tokens).
+    exact_logprobs: bool = True
+    #: Served over HTTP by someone else: billed (the run's Budget applies) and already
+    #: concurrent (kept in the driver, never sharded over Ray workers).
+    remote_api: bool = False
+    #: Where it computes; "none" for a backend that runs no model.
+    device: Device = "cpu"
+    #: The weights ``model`` names: "gguf" (a GGUF file), "hf" (a checkpoint directory or hub
+    #: id), None when ``model`` names no local weights (an API model, a script).
+    weights: Literal["gguf", "hf"] | None = "hf"
+    #: Spreads one model over ``tensor_parallel_size`` GPUs.
+    tensor_parallel: bool = False
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.device in ("gpu", "gpu-if-present")
+
+    @property
+    def budgeted(self) -> bool:
+        return self.remote_api
+
+    @property
+    def ray_shardable(self) -> bool:
+        return not self.remote_api
 
 
 class LLM(ABC):
     """Batched chat generation and next-token choice log-probabilities."""
+
+    #: Set by each backend class (wrappers such as LazyLLM have none).
+    traits: ClassVar[BackendTraits]
 
     #: Identity used in cache keys: the model and anything that changes its outputs.
     model_id: str

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evalign.errors import BudgetExceededError, ConfigError, InputError
+from evalign.fsutil import atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -171,7 +171,7 @@ class Budget:
     # ------------------------------------------------------------------ persistence
 
     def _save(self) -> None:
-        """Write the totals atomically (temp file in the same folder + os.replace)."""
+        """Write the totals atomically (a reader sees the old file or the new one)."""
         if self.path is None:
             return
         data = {
@@ -187,20 +187,7 @@ class Budget:
                 "cost_usd": self._open_cost,
             },
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_bytes(self.path, json.dumps(data, indent=1).encode("utf-8"), mode=0o600)
 
     def _load(self) -> None:
         assert self.path is not None

@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from evalign.errors import ModelNotFoundError
-from evalign.backends.base import LLM, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
+from evalign.backends.base import LLM, BackendTraits, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
 
 
 class LlamaCppLLM(LLM):
+    traits = BackendTraits(device="cpu", weights="gguf")
+
     def __init__(
         self,
         gguf_path: str | Path,

@@ -25,111 +25,47 @@ paid API:
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
 
 from evalign.errors import BackendError
-from evalign.backends.base import LLM, Conversation, Generation, GenParams, Timer, sample_seed
+from evalign.backends.base import LLM, BackendTraits, Conversation, Generation, GenParams, Timer, sample_seed
 from evalign.backends.budget import Budget, Reservation
+from evalign.backends.http import (
+    BACKOFF_BASE_S,
+    DEFAULT_API_BASE,
+    MISSING_LOGPROB,
+    RETRY_STATUSES,
+    TOP_LOGPROBS,
+    Malformed,
+    Retryable,
+    chat_messages,
+    match_choices,
+    parse_generation,
+    parse_retry_after,
+    prompt_token_bound,
+    retry_delay,
+    server_message,
+    usage_counts,
+    usage_of,
+)
+
+__all__ = ["BACKOFF_BASE_S", "DEFAULT_API_BASE", "MISSING_LOGPROB", "OpenAICompatLLM", "match_choices",
+           "parse_retry_after", "prompt_token_bound"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_BASE = "https://api.openai.com/v1"
-#: Log-probability given to a choice that is not among the returned top tokens.
-MISSING_LOGPROB = math.log(1e-6)
-TOP_LOGPROBS = 20
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 30.0
-#: Longest Retry-After honoured in one wait; a longer one is waited in steps of this.
-MAX_RETRY_AFTER_S = 600.0
-RETRY_STATUSES = frozenset({408, 409, 429})
-#: Tokens allowed per message and per request for chat-template markup and default system
-#: prompts, on top of the content's UTF-8 bytes, when bounding a prompt's tokens.
-TEMPLATE_TOKENS_PER_MESSAGE = 8
-TEMPLATE_TOKENS_PER_REQUEST = 64
-
 T = TypeVar("T")
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way another attempt may fix."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after = reason, retry_after
-
-
-class _Malformed(Exception):
-    """A 2xx body that is not the JSON shape expected (retried)."""
-
-
-def prompt_token_bound(messages: Sequence[dict[str, str]]) -> int:
-    """An upper bound on a chat prompt's tokens: byte-level tokenizers never emit more tokens
-    than bytes, plus an allowance for the chat template."""
-    content = sum(len(str(m.get("content", "")).encode("utf-8")) for m in messages)
-    return content + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS_PER_REQUEST
-
-
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            v = float(raw_ms) / 1000.0
-            if math.isfinite(v) and v >= 0:
-                return v
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        v = float(raw)
-        return v if math.isfinite(v) and v >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def match_choices(top_logprobs: Sequence[dict[str, Any]], choices: Sequence[str]) -> list[float]:
-    """Log-probability per choice from one position's top tokens.
-
-    A token matches a choice when both are equal after stripping whitespace (``" A"`` is
-    ``"A"``); several matching tokens are summed in probability. A choice with no match gets
-    ``log(1e-6)``. Only first tokens are seen, so a multi-token choice (``"10"`` in a
-    tokenizer without a ``"10"`` token) reads as missing.
-    """
-    out = []
-    for choice in choices:
-        want = choice.strip()
-        lps = [float(t["logprob"]) for t in top_logprobs if str(t.get("token", "")).strip() == want]
-        lps = [lp for lp in lps if not math.isnan(lp)]
-        if not lps:
-            out.append(MISSING_LOGPROB)
-            continue
-        m = max(lps)
-        out.append(m if m == -math.inf else m + math.log(sum(math.exp(lp - m) for lp in lps)))
-    return out
 
 
 class OpenAICompatLLM(LLM):
@@ -151,7 +87,8 @@ class OpenAICompatLLM(LLM):
     deterministically; ``transport`` is passed to ``httpx.Client``.
     """
 
-    exact_logprobs = False
+    traits = BackendTraits(exact_logprobs=False, remote_api=True, device="remote", weights=None)
+    exact_logprobs = traits.exact_logprobs
 
     def __init__(
         self,
@@ -206,7 +143,7 @@ class OpenAICompatLLM(LLM):
 
         def one(job: tuple[Conversation, int]) -> Generation:
             conv, seed = job
-            messages = _messages(conv)
+            messages = chat_messages(conv)
             body: dict[str, Any] = {
                 "model": self.model,
                 "messages": messages,
@@ -217,7 +154,7 @@ class OpenAICompatLLM(LLM):
             }
             if params.stop:
                 body["stop"] = list(params.stop)
-            data = self._post(body, prompt_token_bound(messages), int(params.max_new_tokens), _parse_generation)
+            data = self._post(body, prompt_token_bound(messages), int(params.max_new_tokens), parse_generation)
             text, finish, usage = data
             p = usage.get("prompt_tokens")
             c = usage.get("completion_tokens")
@@ -251,7 +188,7 @@ class OpenAICompatLLM(LLM):
             )
 
         def one(conv: Conversation) -> list[float]:
-            messages = _messages(conv)
+            messages = chat_messages(conv)
             body: dict[str, Any] = {
                 "model": self.model,
                 "max_tokens": 1,
@@ -292,16 +229,11 @@ class OpenAICompatLLM(LLM):
         for attempt in range(attempts):
             try:
                 return self._attempt(body, prompt_bound, max_new, parse)
-            except _Retryable as r:
+            except Retryable as r:
                 last = r.reason
                 if attempt + 1 >= attempts:
                     break
-                if r.retry_after is not None:
-                    delay = min(r.retry_after, MAX_RETRY_AFTER_S)
-                else:
-                    with self._rng_lock:
-                        u = self._rng.random()
-                    delay = u * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+                delay = retry_delay(attempt, r.retry_after, self._jitter)
                 log.warning(
                     "%s: %s; retry %d/%d in %.1f s", self.model, last, attempt + 1, self.max_retries, delay
                 )
@@ -310,6 +242,10 @@ class OpenAICompatLLM(LLM):
             f"model {self.model} at {self.api_base}: gave up after {attempts} attempt(s); last error: "
             f"{last}; check the server, or raise max_retries/timeout_s in the model spec"
         )
+
+    def _jitter(self) -> float:
+        with self._rng_lock:
+            return self._rng.random()
 
     def _attempt(self, body: dict[str, Any], prompt_bound: int, max_new: int, parse: Callable[[Any], T]) -> T:
         headers = self._headers()
@@ -331,12 +267,12 @@ class OpenAICompatLLM(LLM):
                     resp = self._client.post(self._url, json=body, headers=headers)
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                     settle(0, 0, sent=False)
-                    raise _Retryable(
+                    raise Retryable(
                         f"cannot connect to {self.api_base} ({type(exc).__name__}: {self._redact(str(exc))})"
                     ) from None
                 except httpx.TimeoutException:
                     settle(None, None)
-                    raise _Retryable(f"no response within timeout_s={self.timeout_s:g}") from None
+                    raise Retryable(f"no response within timeout_s={self.timeout_s:g}") from None
                 except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                     settle(0, 0, sent=False)
                     raise BackendError(
@@ -344,7 +280,7 @@ class OpenAICompatLLM(LLM):
                     ) from None
                 except httpx.TransportError as exc:
                     settle(None, None)
-                    raise _Retryable(
+                    raise Retryable(
                         f"connection failed ({type(exc).__name__}: {self._redact(str(exc)) or 'dropped'})"
                     ) from None
             status = resp.status_code
@@ -353,18 +289,18 @@ class OpenAICompatLLM(LLM):
                     data = json.loads(resp.content)
                     out = parse(data)
                 except BackendError:
-                    settle(*_usage_counts(data))
+                    settle(*usage_counts(data))
                     raise
-                except (_Malformed, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                except (Malformed, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
                     settle(None, None)
-                    detail = str(exc) if isinstance(exc, _Malformed) else type(exc).__name__
-                    raise _Retryable(f"malformed response body ({self._redact(detail)[:200]})") from None
-                settle(*_usage_counts(data))
+                    detail = str(exc) if isinstance(exc, Malformed) else type(exc).__name__
+                    raise Retryable(f"malformed response body ({self._redact(detail)[:200]})") from None
+                settle(*usage_counts(data))
                 return out
             settle(0, 0)  # an error status is not billed
-            msg = self._redact(_server_message(resp))
+            msg = self._redact(server_message(resp))
             if status in RETRY_STATUSES or status >= 500:
-                raise _Retryable(f"HTTP {status}: {msg}", parse_retry_after(resp.headers))
+                raise Retryable(f"HTTP {status}: {msg}", parse_retry_after(resp.headers))
             raise BackendError(
                 f"model {self.model} at {self.api_base}: HTTP {status} {resp.reason_phrase}: {msg}"
                 f"{self._hint(status)}"
@@ -414,14 +350,14 @@ class OpenAICompatLLM(LLM):
                     f"model {self.model} at {self.api_base}: the server returned no logprobs; "
                     "use a server that supports them or set eval.judge_mode: generate"
                 )
-            raise _Malformed("no choices[0].logprobs")
+            raise Malformed("no choices[0].logprobs")
         content = lp["content"]
         if not content:
-            raise _Malformed("empty logprobs.content")
+            raise Malformed("empty logprobs.content")
         top = content[0]["top_logprobs"]
         if not isinstance(top, list) or not all(isinstance(t, dict) and "logprob" in t for t in top):
-            raise _Malformed("top_logprobs is not a list of {token, logprob}")
-        return top, _usage(data)
+            raise Malformed("top_logprobs is not a list of {token, logprob}")
+        return top, usage_of(data)
 
     # ------------------------------------------------------------------ thread pool
 
@@ -459,59 +395,3 @@ class OpenAICompatLLM(LLM):
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="evalign-openai")
             return self._pool
-
-
-# ---------------------------------------------------------------------- response parsing
-
-
-def _messages(conv: Conversation) -> list[dict[str, str]]:
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in conv]
-
-
-def _usage(data: Any) -> dict[str, Any]:
-    u = data.get("usage") if isinstance(data, dict) else None
-    return u if isinstance(u, dict) else {}
-
-
-def _usage_counts(data: Any) -> tuple[int | None, int | None]:
-    """(prompt, completion) tokens from ``usage``; None where the server did not say."""
-    u = _usage(data)
-    out = []
-    for k in ("prompt_tokens", "completion_tokens"):
-        v = u.get(k)
-        out.append(int(v) if isinstance(v, (int, float)) and v >= 0 else None)
-    return out[0], out[1]
-
-
-def _parse_generation(data: Any) -> tuple[str, str, dict[str, Any]]:
-    choice = data["choices"][0]
-    message = choice["message"]
-    text = message.get("content")
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise _Malformed("choices[0].message.content is not a string")
-    finish = "length" if choice.get("finish_reason") == "length" else "stop"
-    return text, finish, _usage(data)
-
-
-def _server_message(resp: httpx.Response) -> str:
-    """The error message in an error response (OpenAI/vLLM/llama.cpp shapes), on one line."""
-    text = resp.text
-    msg: Any = text
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict):
-            msg = err.get("message") or json.dumps(err)
-        elif isinstance(err, str):
-            msg = err
-        else:
-            msg = data.get("message") or data.get("detail") or text
-    msg = " ".join(str(msg).split())
-    if not msg:
-        msg = "(empty body)"
-    return msg if len(msg) <= 300 else msg[:297] + "..."

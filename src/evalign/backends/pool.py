@@ -17,9 +17,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from evalign import weights as models
+from evalign import weights
 from evalign.backends import load_llm, resolve_backend
 from evalign.backends.base import LLM, ForwardingLLM
+from evalign.backends.http import DEFAULT_API_BASE
+from evalign.backends.registry import traits_of
 from evalign.config import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -56,12 +58,12 @@ class LazyLLM(ForwardingLLM):
 def spec_model_id(spec: ModelSpec, path: str | None = None) -> str:
     """The cache identity of a model from its config (no loading)."""
     backend = resolve_backend(spec)
-    if backend == "openai":
-        return f"openai:{spec.model}@{spec.api_base or 'https://api.openai.com/v1'}"
-    if backend == "scripted":
-        return f"scripted:{spec.model}"
-    name = path or spec.model
-    return f"{backend}:{models.model_fingerprint(name)}"
+    traits = traits_of(backend)
+    if traits.remote_api:
+        return f"{backend}:{spec.model}@{spec.api_base or DEFAULT_API_BASE}"
+    if traits.weights is None:
+        return f"{backend}:{spec.model}"
+    return f"{backend}:{weights.model_fingerprint(path or spec.model)}"
 
 
 class ModelPool:
@@ -83,7 +85,7 @@ class ModelPool:
             self.ray_cfg = ray_cfg
 
     def _load(self, spec: ModelSpec, model_id: str, path: str | Path | None = None) -> LLM:
-        if self.executor == "ray" and resolve_backend(spec) != "openai":
+        if self.executor == "ray" and traits_of(resolve_backend(spec)).ray_shardable:
             from evalign.backends.ray_pool import RayLLM, ensure_ray
 
             self._ray_started |= ensure_ray(self.ray_cfg)
@@ -96,7 +98,7 @@ class ModelPool:
         if key not in self._shared:
             mid = spec_model_id(spec)
             self._shared[key] = LazyLLM(
-                lambda: self._load(spec, mid), mid, resolve_backend(spec) != "openai"
+                lambda: self._load(spec, mid), mid, traits_of(resolve_backend(spec)).exact_logprobs
             )
         return self._shared[key]
 

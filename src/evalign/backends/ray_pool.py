@@ -42,6 +42,7 @@ from typing import Any
 
 from evalign.errors import BackendError, ConfigError, EvalignError
 from evalign.backends.base import LLM, Conversation, Generation, GenParams
+from evalign.backends.registry import traits_of
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ def _log_to_driver() -> bool:
 
 def actor_options(spec, backend: str, cluster_gpus: float) -> dict[str, Any]:
     """Resources one worker of ``spec`` asks Ray for (see the module docstring)."""
-    if backend in ("vllm", "transformers") and cluster_gpus > 0:
-        tp = spec.tensor_parallel_size if backend == "vllm" else 1
+    traits = traits_of(backend)
+    if traits.wants_gpu and cluster_gpus > 0:
+        tp = spec.tensor_parallel_size if traits.tensor_parallel else 1
         gpus = float(tp) if tp > 1 else float(spec.gpu_memory_utilization)
         return {"num_cpus": 1, "num_gpus": gpus, "scheduling_strategy": "SPREAD"}
     return {"num_cpus": CPU_SHARE, "num_gpus": 0, "scheduling_strategy": "SPREAD"}
@@ -191,9 +193,9 @@ class RayLLM(LLM):
         if not ray.is_initialized():
             raise BackendError("RayLLM needs Ray to be initialised first (backends.ray_pool.ensure_ray)")
         backend = resolve_backend(spec)
-        if backend == "openai":
+        if not traits_of(backend).ray_shardable:
             raise ConfigError("API models are served in the driver (they are already concurrent); "
-                              "use load_llm for backend openai")
+                              f"use load_llm for backend {backend}")
         self.spec, self.num_workers = spec, int(num_workers)
         if self.num_workers < 1:
             raise ConfigError("run.ray.num_workers must be at least 1")

@@ -6,11 +6,11 @@ filters, the judge's position-swap logic, the loop's resume), so tests are fast 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 
-from evalign.backends.base import LLM, Conversation, Generation, GenParams
+from evalign.backends.base import LLM, BackendTraits, Conversation, Generation, GenParams
+from evalign.hashing import sha
 
 GenerateFn = Callable[[Conversation, int], str]
 ChoiceFn = Callable[[Conversation, Sequence[str], str], Sequence[float]]
@@ -19,7 +19,7 @@ ChoiceFn = Callable[[Conversation, Sequence[str], str], Sequence[float]]
 def echo_generate(conversation: Conversation, seed: int) -> str:
     """Default script: a deterministic, seed-dependent reply to the last user message."""
     last = conversation[-1]["content"]
-    tag = hashlib.sha256(f"{seed}:{last}".encode()).hexdigest()[:6]
+    tag = sha(f"{seed}:{last}", 6)
     return f"Reply {tag} to: {last[:60]}"
 
 
@@ -30,7 +30,7 @@ def uniform_choices(conversation: Conversation, choices: Sequence[str], prefix: 
 def hashed_choices(conversation: Conversation, choices: Sequence[str], prefix: str) -> list[float]:
     """Deterministic, varied preferences: log-softmax of hash-derived scores."""
     text = _flat(conversation) + prefix
-    raw = [int(hashlib.sha256(f"{text}|{c}".encode()).hexdigest()[:8], 16) / 2**32 * 4 for c in choices]
+    raw = [int(sha(f"{text}|{c}", 8), 16) / 2**32 * 4 for c in choices]
     top = max(raw)
     norm = math.log(sum(math.exp(r - top) for r in raw)) + top
     return [r - norm for r in raw]
@@ -59,6 +59,8 @@ def register_script(name: str, generate_fn: GenerateFn = echo_generate, choice_f
 
 
 class ScriptedLLM(LLM):
+    traits = BackendTraits(device="none", weights=None)
+
     def __init__(
         self,
         generate_fn: GenerateFn = echo_generate,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from evalign.errors import ModelNotFoundError
-from evalign.backends.base import LLM, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
+from evalign.backends.base import LLM, BackendTraits, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def pick_dtype(name: str, device: str) -> torch.dtype:
 
 
 class TransformersLLM(LLM):
+    traits = BackendTraits(device="gpu-if-present", weights="hf")
+
     def __init__(
         self,
         model_path: str,

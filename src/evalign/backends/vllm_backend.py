@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evalign.errors import BackendError, ConfigError, ModelNotFoundError
-from evalign.backends.base import LLM, Conversation, Generation, GenParams, sample_seed, trie_choice_logprobs
+from evalign.backends.base import LLM, BackendTraits, Conversation, Generation, GenParams, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,8 @@ def continuation_ids(encode: Callable[[str], list[int]], text: str, base: list[i
 
 
 class VllmLLM(LLM):
+    traits = BackendTraits(device="gpu", weights="hf", tensor_parallel=True)
+
     def __init__(self, spec, *, path: str, model_id: str | None = None, llm=None, sampling_params_cls=None) -> None:
         """``llm`` / ``sampling_params_cls``: an already built ``vllm.LLM``-like engine and its
         ``SamplingParams`` class (tests use fakes); by default both come from vLLM."""

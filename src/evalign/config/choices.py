@@ -23,60 +23,40 @@ from evalign.registry import (
     OPERATORS,
     REWARD_KINDS,
     SAMPLERS,
-    Registry,
 )
 
 #: Accepted by every ``backend`` field besides the registered backends: pick from the model.
 AUTO_BACKEND = "auto"
 
-# Names used while a registry's home module does not exist or registers nothing yet (it is
-# filled by another change of the same restructuring); remove each fallback once its home
-# module registers its names.
-_FALLBACKS: dict[str, tuple[str, ...]] = {
-    BACKENDS.home: ("transformers", "llamacpp", "openai", "vllm", "scripted"),
-}
-
-
-def registered(reg: Registry[Any]) -> tuple[str, ...]:
-    """``reg.names()``; the fallback above only while ``reg.home`` is missing or empty."""
-    try:
-        names = reg.names()
-    except ModuleNotFoundError as exc:
-        if exc.name != reg.home or reg.home not in _FALLBACKS:
-            raise
-        return _FALLBACKS[reg.home]
-    return names or _FALLBACKS.get(reg.home, names)
-
-
 def metric_names() -> tuple[str, ...]:
-    return registered(METRICS)
+    return METRICS.names()
 
 
 def sampler_names() -> tuple[str, ...]:
-    return registered(SAMPLERS)
+    return SAMPLERS.names()
 
 
 def operator_names() -> tuple[str, ...]:
-    return registered(OPERATORS)
+    return OPERATORS.names()
 
 
 def loss_names() -> tuple[str, ...]:
-    return registered(LOSSES)
+    return LOSSES.names()
 
 
 def reward_kind_names() -> tuple[str, ...]:
-    return registered(REWARD_KINDS)
+    return REWARD_KINDS.names()
 
 
 def eval_judge_variant_names() -> tuple[str, ...]:
     """Variants an evaluation may use: each variant says so itself (``in_evaluation``; the
     policy_tiebreak variant is judge-check only, since the policy would favour its own answers)."""
-    return tuple(n for n in registered(JUDGE_VARIANTS) if JUDGE_VARIANTS.get(n).in_evaluation)
+    return tuple(n for n in JUDGE_VARIANTS.names() if JUDGE_VARIANTS.get(n).in_evaluation)
 
 
 def backend_names() -> tuple[str, ...]:
     """``auto`` first, then the registered backends."""
-    return (AUTO_BACKEND,) + tuple(n for n in registered(BACKENDS) if n != AUTO_BACKEND)
+    return (AUTO_BACKEND,) + tuple(n for n in BACKENDS.names() if n != AUTO_BACKEND)
 
 
 def _expected(names: tuple[str, ...]) -> str:

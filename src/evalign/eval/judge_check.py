@@ -204,9 +204,10 @@ def _tiebreak_spec(cfg: Config) -> ModelSpec:
     """The policy that breaks ties: the configured policy, on transformers (the backend that
     scores sequences; a built-in name would otherwise resolve to llama.cpp)."""
     from evalign.backends import resolve_backend
+    from evalign.backends.registry import traits_of
 
     spec = cfg.policy
-    if resolve_backend(spec) == "llamacpp":
+    if traits_of(resolve_backend(spec)).weights == "gguf":  # llama.cpp: no sequence scoring
         spec = spec.model_copy(update={"backend": "transformers"})
     return spec
 
