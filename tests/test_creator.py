@@ -246,16 +246,16 @@ def test_evol_instruct_chains_rounds_and_records_lineage():
     assert [b[0] for b in llm.batches] == [2, 2, 2, 2]  # one batched call per round, one seed
     assert all(len(seeds) == 1 for _, seeds in llm.batches)
     assert [(e.round, e.root_id) for e in out] == [(r, p) for r in (1, 2, 3, 4) for p in (11, 12)]
-    by_key = {e.key: e for e in out}
-    assert [e.key for e in out] == list(range(8))
+    by_position = {e.position: e for e in out}
+    assert [e.position for e in out] == list(range(8))
     for e in out:
         parent_text = next(p.text for p in PARENTS if p.id == e.root_id)
         assert e.text == parent_text + SUFFIX * e.round  # preamble stripped, chained
         assert e.operator == "evol_instruct" and e.template_hash == OPERATORS["evol_instruct"].hashes[e.mutation]
         if e.round == 1:
-            assert e.parent_key is None and e.parent_id == e.root_id
+            assert e.parent_position is None and e.parent_id == e.root_id
         else:
-            prev = by_key[e.parent_key]
+            prev = by_position[e.parent_position]
             assert e.parent_id is None and prev.round == e.round - 1 and prev.root_id == e.root_id
     # round r's request contains round r-1's output, between the tags
     for conv in llm.requests[2:]:
@@ -338,7 +338,7 @@ def test_self_instruct_parses_a_numbered_list_into_separate_prompts():
         "Compare shallots and onions in a table.",
     ]
     for e, root in zip(out, [11, 11, 11, 12, 12, 12]):
-        assert (e.round, e.parent_key, e.parent_id, e.root_id, e.mutation) == (1, None, root, root, "new_queries")
+        assert (e.round, e.parent_position, e.parent_id, e.root_id, e.mutation) == (1, None, root, root, "new_queries")
 
 
 def test_self_instruct_without_a_list_records_one_empty_result():

@@ -21,7 +21,6 @@ registered in ``evalign.registry.OPERATORS`` (``creator.operator``'s choices).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 
 from evalign.backends.base import LLM, Conversation, GenParams
 from evalign.creator import templates as T
+from evalign.hashing import seed_of, sha
 from evalign.registry import OPERATORS as OPERATOR_REGISTRY
 
 OPERATOR_VERSION = "evalign-operators-1"
@@ -47,14 +47,14 @@ class Parent:
 class Evolved:
     """One new prompt and how it was made.
 
-    ``key`` is local to one ``evolve`` call (its position in the returned list). A chain's
-    round r > 1 has ``parent_key`` = the key of round r − 1 and ``parent_id`` None; round 1
-    (and every ``self_instruct`` prompt) has ``parent_key`` None and ``parent_id`` = the
-    ``Parent.id``. ``root_id`` is always the sampled prompt's id.
+    ``position`` is local to one ``evolve`` call (its index in the returned list). A chain's
+    round r > 1 has ``parent_position`` = the position of round r − 1 and ``parent_id`` None;
+    round 1 (and every ``self_instruct`` prompt) has ``parent_position`` None and
+    ``parent_id`` = the ``Parent.id``. ``root_id`` is always the sampled prompt's id.
     """
 
-    key: int
-    parent_key: int | None
+    position: int
+    parent_position: int | None
     parent_id: int | None
     root_id: int
     text: str  # "" when the output was unusable
@@ -82,8 +82,7 @@ class Operator:
 
 def template_hash(operator: str, template: str) -> str:
     """First 12 hex chars of sha256 over the operator version, name and template text."""
-    blob = f"{OPERATOR_VERSION}\n{operator}\n{template}".encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return sha(f"{OPERATOR_VERSION}\n{operator}\n{template}", 12)
 
 
 def _rewrites(tasks: Mapping[str, str]) -> dict[str, str]:
@@ -138,8 +137,7 @@ def render(template: str, prompt: str, n: int | None = None) -> Conversation:
 
 def _seed(*parts: object) -> int:
     """A 63-bit seed that is a pure function of its parts."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return seed_of(*parts)
 
 
 def pick_mutation(op: Operator, seed: int, parent_id: int, round_: int) -> str:
@@ -265,13 +263,13 @@ def _chained(
         convs = [render(op.templates[m], text) for (_, text, _), m in zip(live, picks)]
         gens = llm.generate(convs, params, [round_seed])
         nxt = []
-        for (root, _, pkey), mutation, row in zip(live, picks, gens):
+        for (root, _, parent_position), mutation, row in zip(live, picks, gens):
             gen = row[0]
             text = parse_prompt(gen.text) if gen.finish_reason != "length" else ""
             ev = Evolved(
-                key=len(out),
-                parent_key=pkey,
-                parent_id=root.id if pkey is None else None,
+                position=len(out),
+                parent_position=parent_position,
+                parent_id=root.id if parent_position is None else None,
                 root_id=root.id,
                 text=text,
                 raw=gen.text,
@@ -283,7 +281,7 @@ def _chained(
             )
             out.append(ev)
             if text:
-                nxt.append((root, text, ev.key))
+                nxt.append((root, text, ev.position))
         live = nxt
     return out
 
@@ -303,8 +301,8 @@ def _self_instruct(
         for text in texts[:n] or [""]:
             out.append(
                 Evolved(
-                    key=len(out),
-                    parent_key=None,
+                    position=len(out),
+                    parent_position=None,
                     parent_id=parent.id,
                     root_id=parent.id,
                     text=text,

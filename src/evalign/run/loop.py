@@ -231,17 +231,16 @@ class Runner:
             evolved = creator.evolve(parents, cached, cc.operator, cc.num_evolutions, params,
                                      derived_seed(cfg.run.seed, "evolve", it))
             id_by_position: dict[int, int] = {}
-            # Evolved.key / parent_key are positions in ``evolved``, not content hashes.
             for e in sorted(evolved, key=lambda e: e.round):  # parents before children
-                parent_id = e.parent_id if e.parent_key is None else id_by_position[e.parent_key]
+                parent_id = e.parent_id if e.parent_position is None else id_by_position[e.parent_position]
                 [new_id] = self.store.add_prompts([{
-                    "uid": f"evolved:{key}:{e.key}", "text": e.text, "origin": "evolved", "parent_id": parent_id,
+                    "uid": f"evolved:{key}:{e.position}", "text": e.text, "origin": "evolved", "parent_id": parent_id,
                     "root_id": self._root(e.root_id), "iteration": it, "operator": e.operator,
                     "mutation": e.mutation, "depth": e.round, "creator_model": creator_llm.model_id,
                     "template_hash": e.template_hash, "seed": e.seed, "stage_key": key, "raw": e.raw,
                 }])
-                id_by_position[e.key] = new_id
-            return {"prompt_ids": [id_by_position[e.key] for e in evolved], "calls": cached.new_calls}
+                id_by_position[e.position] = new_id
+            return {"prompt_ids": [id_by_position[e.position] for e in evolved], "calls": cached.new_calls}
 
         ev = self.stage("evolve", arm, it, {"sample": sampled["_key"], "operator": cc.operator,
                                             "rounds": cc.num_evolutions, "creator": creator_llm.model_id,

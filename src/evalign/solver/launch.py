@@ -28,7 +28,6 @@ console and the run's log; a non-zero exit is an :class:`EvalignError` carrying 
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from pathlib import Path
 from evalign.config import TrainConfig
 from evalign.errors import ConfigError, EvalignError
 from evalign.fsutil import atomic_write_text
+from evalign.hashing import sha
 from evalign.solver.train import TrainResult, train_preference
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,10 @@ def build_command(job_path: str | os.PathLike[str], cfg: TrainConfig, *,
 
 
 def job_hash(base_path: str, pairs: Sequence[dict], cfg: TrainConfig, out_dir: str, seed: int) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"base": str(base_path), "train": cfg.model_dump(mode="json"), "out": str(out_dir),
-                         "seed": seed}, sort_keys=True).encode())
-    for p in pairs:
-        h.update(json.dumps([p["prompt"], p["chosen"], p["rejected"]], ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
+    head = json.dumps({"base": str(base_path), "train": cfg.model_dump(mode="json"), "out": str(out_dir),
+                       "seed": seed}, sort_keys=True)
+    body = "".join(json.dumps([p["prompt"], p["chosen"], p["rejected"]], ensure_ascii=False) for p in pairs)
+    return sha(head + body, 16)
 
 
 def write_job(job_dir: Path, base_path: str, pairs: Sequence[dict], cfg: TrainConfig, out_dir: str | os.PathLike[str],
