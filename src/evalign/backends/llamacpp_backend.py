@@ -5,18 +5,32 @@ One sequence is evaluated at a time, so throughput comes from reusing the KV cac
 call keeps the longest token prefix it shares with the previous one. Callers that order
 their work so consecutive prompts share a prefix (the k responses of one prompt under one
 judge template; both orders of a pairwise judgment) pay only for the new tokens.
+
+Some virtual machines list AMX in /proc/cpuinfo but stop a process at its first tile
+instruction (SIGILL), which llama.cpp's repacked weight buffers use on such CPUs. Where the
+CPU lists AMX, a child process first evaluates one token with those buffers
+(:func:`extra_buffers_run`, cached per CPU, kernel, llama.cpp build and model); if it dies, the
+model loads without them (same results, no repacking). ``EVALIGN_LLAMACPP_EXTRA_BUFFERS=0|1``
+skips the probe.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
-from collections.abc import Sequence
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from evalign.errors import ModelNotFoundError
+from evalign.fsutil import atomic_write_text
+from evalign.hashing import stable_hash
 from evalign.backends.base import LLM, BackendTraits, Conversation, Generation, GenParams, continuation_ids, sample_seed, trie_choice_logprobs
 
 log = logging.getLogger(__name__)
@@ -46,15 +60,17 @@ class LlamaCppLLM(LLM):
         self.path = Path(gguf_path)
         self.model_id = model_id or f"gguf:{self.path.name}"
         threads = n_threads or max(1, len(os.sched_getaffinity(0)))
-        self.llm = Llama(
-            model_path=str(self.path),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=n_batch,
-            logits_all=False,
-            verbose=False,
-        )
+        self.extra_buffers = extra_buffers_run(self.path)
+        with _extra_buffers(self.extra_buffers):
+            self.llm = Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=n_batch,
+                logits_all=False,
+                verbose=False,
+            )
         template = self.llm.metadata.get("tokenizer.chat_template") or chat_template
         if not template:
             raise ModelNotFoundError(
@@ -173,3 +189,89 @@ class LlamaCppLLM(LLM):
         if getattr(self, "llm", None) is not None:
             self.llm.close()
             self.llm = None  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------- AMX probe
+
+PROBE_ENV = "EVALIGN_LLAMACPP_EXTRA_BUFFERS"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def extra_buffers_run(gguf_path: str | Path) -> bool:
+    """Whether llama.cpp's extra (repacked) weight buffers run on this machine for this model.
+
+    Only asked where the CPU lists ``amx_tile``; the answer comes from a child process that
+    loads the model and evaluates one token, so a SIGILL kills the child, not the caller.
+    """
+    forced = os.environ.get(PROBE_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    if "amx_tile" not in _cpu_flags():
+        return True
+    import llama_cpp
+
+    from evalign.weights import cache_dir
+
+    path = Path(gguf_path)
+    cpu = next((ln for ln in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines()
+                if ln.startswith("model name")), "")
+    key = stable_hash([cpu, platform.release(), llama_cpp.__version__, str(Path(llama_cpp.__file__).parent),
+                       path.name, path.stat().st_size if path.exists() else 0])
+    record = cache_dir() / "llamacpp-probe" / f"{key}.json"
+    if record.is_file():
+        with contextlib.suppress(ValueError, KeyError):
+            return bool(json.loads(record.read_text())["extra_buffers_run"])
+    try:
+        rc = subprocess.run([sys.executable, "-m", "evalign.backends.llamacpp_backend", "--probe", str(path)],
+                            capture_output=True, timeout=600).returncode
+    except subprocess.TimeoutExpired:
+        rc = -1
+    ok = rc == 0
+    if not ok:
+        log.warning("llama.cpp's repacked (AMX) weight buffers fail on this CPU (probe exit %s); "
+                    "loading %s without them", rc, path.name)
+    atomic_write_text(record, json.dumps({"extra_buffers_run": ok, "probe_exit": rc, "cpu": cpu}))
+    return ok
+
+
+@contextlib.contextmanager
+def _extra_buffers(enabled: bool) -> Iterator[None]:
+    """Load models with llama.cpp's extra buffer types on or off (llama-cpp-python builds its
+    model parameters from ``llama_model_default_params`` and exposes no argument for them)."""
+    if enabled:
+        yield
+        return
+    import llama_cpp.llama_cpp as lib
+
+    default = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
+
+
+def _probe(gguf_path: str) -> int:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=gguf_path, n_ctx=64, n_batch=64, verbose=False)
+    llm.eval(llm.tokenize(b"Hello, world", add_bos=True))
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
+    sys.exit(_probe(sys.argv[2]))
