@@ -63,3 +63,36 @@ def test_loading_without_extra_buffers_sets_the_parameter_and_restores_the_defau
     assert lib.llama_model_default_params().use_extra_bufts is True
     with lcb._extra_buffers(True):
         assert lib.llama_model_default_params is default
+
+
+@pytest.mark.slow
+def test_a_score_does_not_depend_on_what_was_scored_before():
+    """Resume identity: llama.cpp's results depend on how tokens are batched, so a prompt must
+    be evaluated the same way whatever the KV cache held (here: other answers to the same
+    question, in two orders, and a generation in between)."""
+    from evalign import weights
+    from evalign.backends.base import GenParams
+
+    llm = lcb.LlamaCppLLM(weights.gguf_path("qwen2.5-coder-1.5b-instruct"))  # the built-in judge
+    question = "Explain why the sky is blue in two sentences, for a curious child of seven."
+    answers = ["Air scatters blue light the most.", "Air scatters blue sunlight more than red, so blue is seen.",
+               "The sky reflects the ocean.", "I don't know."]
+
+    def conv(a):
+        return [{"role": "user", "content": f"{question}\nAnswer: {a}\nRate it from 1 to 10."}]
+
+    def grades(order):
+        return {i: llm.choice_logprobs([conv(answers[i])], [str(k) for k in range(1, 11)], "Rating: ")[0]
+                for i in order}
+
+    forward = grades([0, 1, 2, 3])
+    text = llm.generate([conv(answers[0])], GenParams(12, 0.7, 0.9), [3])[0][0].text
+    backward = grades([3, 2, 1, 0])
+    alone = {}
+    for i in range(4):
+        llm.llm.reset()
+        llm._canonical = []
+        alone[i] = grades([i])[i]
+    assert forward == backward == alone
+    grades([2])
+    assert llm.generate([conv(answers[0])], GenParams(12, 0.7, 0.9), [3])[0][0].text == text

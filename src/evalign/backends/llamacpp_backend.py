@@ -1,10 +1,16 @@
 """llama.cpp backend (llama-cpp-python): GGUF models on CPU, the fast path for the built-in
 creator and judge.
 
-One sequence is evaluated at a time, so throughput comes from reusing the KV cache: every
-call keeps the longest token prefix it shares with the previous one. Callers that order
-their work so consecutive prompts share a prefix (the k responses of one prompt under one
-judge template; both orders of a pairwise judgment) pay only for the new tokens.
+One sequence is evaluated at a time, so throughput comes from reusing the KV cache: a call
+keeps the blocks of tokens it shares with what the cache holds. Callers that order their work
+so consecutive prompts share a prefix (the k responses of one prompt under one judge template;
+both orders of a pairwise judgment) pay mostly for the new tokens.
+
+Results depend only on the tokens asked about, never on what was evaluated before: llama.cpp's
+floating-point results depend on how tokens are batched, so a prompt is always evaluated the
+same way (:meth:`LlamaCppLLM._evaluate`) — whole aligned blocks of ``BLOCK`` tokens, then the
+rest in one batch — and only whole blocks that were evaluated that way are reused. A resumed
+run therefore scores and samples exactly as an uninterrupted one.
 
 Some virtual machines list AMX in /proc/cpuinfo but stop a process at its first tile
 instruction (SIGILL), which llama.cpp's repacked weight buffers use on such CPUs. Where the
@@ -84,6 +90,7 @@ class LlamaCppLLM(LLM):
         )
         self.n_ctx = n_ctx
         self.n_vocab = self.llm.n_vocab()
+        self._canonical: list[int] = []  # tokens whose KV holds whole canonical blocks
 
     # ------------------------------------------------------------------ text helpers
 
@@ -122,6 +129,9 @@ class LlamaCppLLM(LLM):
             tokens = self._fit(self.encode(self.render(conv)), params.max_new_tokens)
             row = []
             for seed in seeds:
+                # All but the last prompt token the canonical way; llama-cpp-python then reuses
+                # them and decodes the last one (and every new token) alone.
+                self._evaluate(tokens[:-1])
                 res = self.llm.create_completion(
                     prompt=tokens,
                     max_tokens=params.max_new_tokens,
@@ -151,24 +161,49 @@ class LlamaCppLLM(LLM):
 
     # ------------------------------------------------------------------ choice log-probs
 
-    def _logprobs_after(self, tokens: list[int]) -> np.ndarray:
-        """log-softmax of the next-token logits after ``tokens``, reusing the cached prefix."""
-        import llama_cpp
+    #: Tokens per reusable block of the KV cache (a multiple divides n_batch).
+    BLOCK = 32
 
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Put exactly ``tokens`` in the KV cache, computed the canonical way: whole blocks at
+        positions that are multiples of ``BLOCK``, then the remainder in one batch. Whole blocks
+        already computed so (``self._canonical``) are kept; nothing else is."""
         llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
-        keep = 0
-        for a, b in zip(cached, tokens):
+        canonical = self._canonical
+        common = 0
+        for a, b in zip(canonical, tokens):
             if a != b:
                 break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)  # at least one token must be evaluated for fresh logits
+            common += 1
+        keep = (min(common, len(tokens)) // self.BLOCK) * self.BLOCK
         llm.n_tokens = keep
-        llm.eval(tokens[keep:])
-        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        full = (len(tokens) // self.BLOCK) * self.BLOCK
+        for start in range(keep, full, self.BLOCK):
+            llm.eval(tokens[start : start + self.BLOCK])
+        if full < len(tokens):
+            llm.eval(tokens[full:])
+        self._canonical = list(tokens[:full])
+
+    def _next_logprobs(self) -> np.ndarray:
+        """log-softmax of the logits after the last evaluated token."""
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
         m = logits.max()
         return logits - (m + np.log(np.exp(logits - m).sum()))
+
+    def _logprobs_after(self, base: list[int], extra: Sequence[int]) -> np.ndarray:
+        """Next-token log-probs after ``base + extra``: ``base`` the canonical way (its last
+        token evaluated alone, so an empty ``extra`` has fresh logits), ``extra`` in one batch
+        on top of it."""
+        if not extra:
+            self._evaluate(base[:-1])
+            self.llm.eval(base[-1:])
+        else:
+            self.llm.n_tokens = len(base)
+            self.llm.eval(list(extra))
+        return self._next_logprobs()
 
     def choice_logprobs(
         self, conversations: Sequence[Conversation], choices: Sequence[str], assistant_prefix: str = ""
@@ -178,7 +213,8 @@ class LlamaCppLLM(LLM):
             text = self.render(conv, assistant_prefix)
             base = self._fit(self.encode(text), 8)
             choice_ids = [continuation_ids(self.encode, text, base, c, self._encode_plain) for c in choices]
-            results.append(trie_choice_logprobs(choice_ids, lambda p: self._logprobs_after(base + list(p))))
+            # The trie asks the empty prefix first, so ``base`` is in the cache for the others.
+            results.append(trie_choice_logprobs(choice_ids, lambda p: self._logprobs_after(base, p)))
             self.stats.add(calls=1, prompt_tokens=len(base))
         return results
 
