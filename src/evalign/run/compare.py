@@ -38,6 +38,11 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).name or name).strip("-") or "model"
 
 
+def eval_run_dir(model: str, out_dir: Path | None = None) -> Path:
+    """Where ``evalign eval --model MODEL`` keeps its answers and judgments."""
+    return out_dir or Path("runs") / f"eval-{_slug(model)}"
+
+
 def load_reference_answers(path: Path, prompts) -> list[str]:
     """Reference answers for the eval prompts, from AlpacaEval JSON or Arena-Hard JSONL."""
     if path.suffix == ".json":
@@ -68,7 +73,7 @@ def load_reference_mt_answers(path: Path, questions) -> list[list[str]]:
 def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, baseline_answers: Path | None = None,
                     baseline_mt_answers: Path | None = None, out_dir: Path | None = None,
                     verbose: bool = False) -> EvalOutcome:
-    run_dir = out_dir or Path("runs") / f"eval-{_slug(model)}"
+    run_dir = eval_run_dir(model, out_dir)
     cfg = cfg.model_copy(deep=True)
     cfg.run.output_dir = str(run_dir)
     spec = cfg.policy.model_copy(update={"model": model})
