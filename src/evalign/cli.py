@@ -134,14 +134,27 @@ def eval_(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Rebuild the tables, plots and HTML report from a run's store."""
+    import errno
+
     from evalign.report import build_report
-    from evalign.store import RunStore
+    from evalign.run.session import not_writable, open_store
 
     if not (run_dir / "run.db").is_file():
         raise EvalignError(f"{run_dir} is not an evalign run directory (no run.db)")
-    with RunStore(run_dir) as store:
-        result = build_report(store)
+    _CONTEXT["run_dir"] = run_dir
+    fix = "report a writable copy of it"
+    try:
+        with open_store(run_dir, elsewhere=fix) as store:
+            result = build_report(store)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise EvalignError(not_writable(run_dir, exc.strerror or str(exc), fix)) from None
     _print_result(result)
+    if result.missing:
+        raise EvalignError(f"the report of {run_dir} is incomplete, its table lacks the evaluation of "
+                           f"{'; '.join(result.missing)}; finish the run (rerun the command that started it), "
+                           "then report again")
 
 
 @app.command()
