@@ -250,13 +250,6 @@ def check_model_name(name: str, backend: str) -> None:
     if near:
         raise ModelNotFoundError(f"model '{name}' is not a built-in model (did you mean '{near[0]}'?), "
                                  "a local path, or a downloaded hub id; fix the name")
-    if _hub_offline():
-        raise ModelNotFoundError(f"model '{name}' is not in the Hugging Face cache and the hub is offline "
-                                 "(HF_HUB_OFFLINE); download it first, or name a built-in model or local path")
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _hub_cached(name: str) -> bool:
