@@ -247,3 +247,15 @@ def test_report_on_a_half_finished_study_names_what_is_missing(tmp_path):
         "error: the report of run is incomplete, its table lacks the evaluation of eva seed 0: "
         "win_rate_vs_theta0, score; theta0: score; finish the run (rerun the command that started it), "
         "then report again")
+
+
+def test_a_model_named_only_by_an_ablation_arm_is_resolved_before_the_first_stage(tmp_path):
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump({"ablation": {"arms": [
+        {"name": "ok", "set": {}},
+        {"name": "typo", "set": {"creator.model.model": "smollm2-135m-instrct", "creator.model.backend": "auto"}},
+    ]}}))
+    line = one_line_error(evalign("ablate", str(cfg), *SCRIPTED, "--set", "run.output_dir=r", cwd=tmp_path))
+    assert line.startswith("error: creator.model.model: model 'smollm2-135m-instrct' is not a built-in model "
+                           "(did you mean 'smollm2-135m-instruct'?)")
+    assert not (tmp_path / "r").exists()

@@ -307,8 +307,11 @@ def _where_stopped() -> str:
 
 def _interrupted() -> None:
     sig = _CONTEXT["signal"] or "Ctrl-C"
-    print(f"interrupted by {sig}{_where_stopped()}; finished stages are kept; resume with: {_command_line()}",
-          file=sys.stderr)
+    if _CONTEXT["run_dir"] is None:  # a command without a run (generate, models): nothing to resume
+        print(f"interrupted by {sig}; rerun with: {_command_line()}", file=sys.stderr)
+    else:
+        print(f"interrupted by {sig}{_where_stopped()}; finished stages are kept; resume with: "
+              f"{_command_line()}", file=sys.stderr)
     sys.exit(143 if sig == "SIGTERM" else 130)
 
 
