@@ -259,3 +259,8 @@ def test_a_model_named_only_by_an_ablation_arm_is_resolved_before_the_first_stag
     assert line.startswith("error: creator.model.model: model 'smollm2-135m-instrct' is not a built-in model "
                            "(did you mean 'smollm2-135m-instruct'?)")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_bare_command_prints_its_help_without_a_traceback():
+    out = evalign()
+    assert out.returncode == 2 and "Usage" in out.stdout and out.stderr.strip() == ""

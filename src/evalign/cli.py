@@ -326,6 +326,8 @@ def _usage_error(exc: Exception) -> None:
     path = getattr(ctx, "command_path", None) or "evalign"
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     message = " ".join(str(message).split()).rstrip(".")
+    if not message:  # a bare command: its help is already printed
+        sys.exit(getattr(exc, "exit_code", 2))
     print(f"error: {message}; see '{path} --help'", file=sys.stderr)
     sys.exit(2)
 
