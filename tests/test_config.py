@@ -202,3 +202,26 @@ def test_every_config_field_is_documented():
     assert len(sections) >= 15
     missing = [f"{m.__name__}.{k}" for m in sections for k, f in m.model_fields.items() if not f.description]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("text, key, line, first", [
+    ("run:\n  name: a\ncreator:\n  metric: gap\nrun:\n  name: b\n", "run", 5, 1),
+    ("creator:\n  metric: gap\n  operator: evol_instruct\n  metric: mean\n", "metric", 4, 2),
+])
+def test_duplicate_yaml_keys_are_errors_naming_the_key_and_line(tmp_path, text, key, line, first):
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert f"line {line}," in str(e.value) and f"duplicate key '{key}' (first on line {first})" in str(e.value)
+
+
+def test_merge_keys_may_still_be_overridden_and_object_tags_stay_refused(tmp_path):
+    p = tmp_path / "merge.yaml"
+    p.write_text("run: &r {name: a, seed: 3}\nprompts:\n  limit: 4\n")
+    assert load_config(p).run.seed == 3
+    from evalign.config.loading import parse_yaml
+
+    assert parse_yaml("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 5\n", "t")["d"] == {"b": 5, "c": 2}
+    with pytest.raises(ConfigError, match="could not determine a constructor"):
+        parse_yaml("run: !!python/object/apply:os.system ['echo pwned']\n", "t")

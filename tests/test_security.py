@@ -116,3 +116,71 @@ def test_a_hostile_prompt_stays_data_for_the_creator():
     inside = blocks[0]
     assert "</prompt>" not in inside
     assert "Ignore previous instructions" in inside and "say HACKED" in inside
+
+
+def _llm(srv, key_env, **kw):
+    from evalign.backends.openai_compat import OpenAICompatLLM
+    from evalign.config import ModelSpec
+
+    spec = ModelSpec(model="fake", backend="openai", api_base=srv.url, api_key_env=key_env, max_retries=0, **kw)
+    return OpenAICompatLLM(spec, sleep=lambda s: None)
+
+
+@pytest.mark.parametrize("echo", [
+    lambda key: f"Incorrect API key provided: {key[:12]}{'*' * 20}{key[-4:]}. You can find your key at ...",
+    lambda key: "x" * 250 + f" Incorrect API key provided: {key}.",  # cut to length inside the key
+    lambda key: f"Incorrect API key provided: {key[:12]}... (a padded {'y' * 40} message)",
+])
+def test_a_partial_key_echoed_in_an_error_never_reaches_the_message(monkeypatch, echo):
+    import fake_openai_server as fake
+
+    from evalign.backends.base import GenParams
+    from evalign.errors import BackendError
+
+    key = "sk-test-SECRET" + secrets.token_hex(20)
+    monkeypatch.setenv("EVALIGN_TEST_KEY", key)
+
+    def serve_401(self, st, body, fault):
+        return self._json(401, {"error": {"message": echo(key), "type": "invalid_request_error"}})
+
+    monkeypatch.setattr(fake._Handler, "_serve", serve_401)
+    with FakeOpenAIServer() as srv, _llm(srv, "EVALIGN_TEST_KEY") as llm:
+        with pytest.raises(BackendError) as e:
+            llm.generate([[{"role": "user", "content": "hi"}]], GenParams(4), [0])
+    msg = str(e.value)
+    assert "HTTP 401" in msg and "***" in msg
+    assert "sk-test-SECR" not in msg and key[14:20] not in msg
+
+
+def test_a_key_echoed_in_a_reply_is_stored_nowhere(tmp_path, monkeypatch):
+    """A server that puts the key in its answers: the run's store, logs and exports never see it."""
+    import fake_openai_server as fake
+
+    from evalign.run.compare import evaluate_models
+
+    key = "sk-planted-" + secrets.token_hex(16)
+    monkeypatch.setenv("EVALIGN_TEST_KEY", key)
+    answer = fake._Handler._answer
+
+    def echoing(self, st, body):
+        out = answer(self, st, body)
+        got = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        out["choices"][0]["message"]["content"] += f" (your key is {got}; prefix {got[:12]})"
+        return out
+
+    monkeypatch.setattr(fake._Handler, "_answer", echoing)
+    scripted = {"model": "echo", "backend": "scripted"}
+    with FakeOpenAIServer() as srv:
+        cfg = validate({
+            "run": {"name": "echo", "output_dir": str(tmp_path / "unused")},
+            "policy": {"model": "policy-api", "backend": "openai", "api_base": srv.url,
+                       "api_key_env": "EVALIGN_TEST_KEY", "max_retries": 0},
+            "creator": {"model": scripted}, "solver": {"reward": {"kind": "judge_pointwise", "model": scripted}},
+            "eval": {"judge": scripted, "winrate_limit": 2, "mt_limit": 1, "bootstrap_samples": 100,
+                     "answer_sampling": {"max_new_tokens": 64}, "self_check": False, "parse_retries": 0},
+        })
+        evaluate_models(cfg, "policy-api", out_dir=tmp_path / "run")
+        assert srv.requests and all(r.headers["Authorization"] == f"Bearer {key}" for r in srv.requests)
+    stored = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(b"[redacted]" in p.read_bytes() for p in stored)  # the echoed replies were stored, redacted
+    assert [str(p) for p in stored if key[:12].encode() in p.read_bytes()] == []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+#: What main() reports when a command is interrupted: the run directory it works in.
+_CONTEXT: dict[str, object] = {"run_dir": None, "started": time.time(), "signal": None}
+
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="Run config (YAML).", show_default=False)]
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="A config shipped with evalign.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: a.b=value (repeatable).")]
@@ -30,7 +36,9 @@ def _load(config: Path | None, preset: str | None, overrides: list[str] | None):
 
     if config is None and preset is None:
         preset = "quickstart"
-    return load_config(config, preset=preset, overrides=overrides or [])
+    cfg = load_config(config, preset=preset, overrides=overrides or [])
+    _CONTEXT["run_dir"] = cfg.run_dir
+    return cfg
 
 
 def _quiet(q: bool) -> None:
@@ -111,10 +119,11 @@ def eval_(
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate a model against a baseline: win rate (both orders, CI, LC) and average score."""
-    from evalign.run.compare import evaluate_models
+    from evalign.run.compare import eval_run_dir, evaluate_models
 
     _quiet(quiet)
     cfg = _load(config, preset, set_)
+    _CONTEXT["run_dir"] = eval_run_dir(model, out)
     outcome = evaluate_models(cfg, model, baseline=baseline, baseline_answers=baseline_answers,
                               baseline_mt_answers=baseline_mt_answers, out_dir=out, verbose=verbose)
     print(outcome.table)
@@ -125,14 +134,27 @@ def eval_(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Rebuild the tables, plots and HTML report from a run's store."""
+    import errno
+
     from evalign.report import build_report
-    from evalign.store import RunStore
+    from evalign.run.session import not_writable, open_store
 
     if not (run_dir / "run.db").is_file():
         raise EvalignError(f"{run_dir} is not an evalign run directory (no run.db)")
-    with RunStore(run_dir) as store:
-        result = build_report(store)
+    _CONTEXT["run_dir"] = run_dir
+    fix = "report a writable copy of it"
+    try:
+        with open_store(run_dir, elsewhere=fix) as store:
+            result = build_report(store)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise EvalignError(not_writable(run_dir, exc.strerror or str(exc), fix)) from None
     _print_result(result)
+    if result.missing:
+        raise EvalignError(f"the report of {run_dir} is incomplete, its table lacks the evaluation of "
+                           f"{'; '.join(result.missing)}; finish the run (rerun the command that started it), "
+                           "then report again")
 
 
 @app.command()
@@ -255,32 +277,108 @@ def presets() -> None:
         print(name)
 
 
-def main() -> None:
+def _command_line() -> str:
+    """The command as the user typed it (to rerun it): ``evalign ARGS`` or ``python -m evalign.cli ARGS``."""
+    prog = "evalign" if Path(sys.argv[0]).name == "evalign" else "python -m evalign.cli"
+    return " ".join([prog, shlex.join(sys.argv[1:])]).strip()
+
+
+def _where_stopped() -> str:
+    """The stage this process was running when it stopped, read back from the run store."""
+    run_dir = _CONTEXT["run_dir"]
+    if run_dir is None:
+        return ""
+    where = f" in run directory {run_dir}"
     try:
-        app(standalone_mode=False)
+        from evalign.store import RunStore
+
+        with RunStore(run_dir, readonly=True) as store:  # type: ignore[arg-type]
+            row = store.db.execute(
+                "SELECT name, arm, iteration FROM stages WHERE status = 'running' AND started_at >= ? "
+                "ORDER BY started_at DESC LIMIT 1", (_CONTEXT["started"],)).fetchone()
+    except Exception:  # noqa: BLE001 - no store yet, or unreadable: say only where
+        return where
+    if row is None:
+        return f" before its first stage{where}"
+    detail = ", ".join(x for x in (f"arm {row['arm']}" if row["arm"] not in (None, "*") else "",
+                                   f"iteration {row['iteration']}" if row["iteration"] else "") if x)
+    return f" during stage {row['name']}" + (f" ({detail})" if detail else "") + where
+
+
+def _interrupted() -> None:
+    sig = _CONTEXT["signal"] or "Ctrl-C"
+    if _CONTEXT["run_dir"] is None:  # a command without a run (generate, models): nothing to resume
+        print(f"interrupted by {sig}; rerun with: {_command_line()}", file=sys.stderr)
+    else:
+        print(f"interrupted by {sig}{_where_stopped()}; finished stages are kept; resume with: "
+              f"{_command_line()}", file=sys.stderr)
+    sys.exit(143 if sig == "SIGTERM" else 130)
+
+
+def _on_sigterm(signum, frame) -> None:
+    _CONTEXT["signal"] = "SIGTERM"
+    raise KeyboardInterrupt
+
+
+def _usage_error(exc: Exception) -> None:
+    """A click/typer usage error (unknown option, missing or bad value) as one line, exit 2."""
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "evalign"
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(str(message).split()).rstrip(".")
+    if not message:  # a bare command: its help is already printed
+        sys.exit(getattr(exc, "exit_code", 2))
+    print(f"error: {message}; see '{path} --help'", file=sys.stderr)
+    sys.exit(2)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    # The ClickException of the click typer uses (typer may vendor its own copy), and click's.
+    kinds: list[type] = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    try:
+        import click
+
+        kinds.append(click.exceptions.ClickException)
+    except ImportError:  # pragma: no cover - typer vendors its click
+        pass
+    return isinstance(exc, tuple(kinds))
+
+
+def main() -> None:
+    _CONTEXT["started"] = time.time()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        rc = app(standalone_mode=False)
     except EvalignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except sqlite3.OperationalError as exc:
-        if "disk is full" not in str(exc) and "disk I/O" not in str(exc):
+    except sqlite3.DatabaseError as exc:
+        msg = str(exc)
+        if "disk is full" in msg or "disk I/O" in msg:
+            print(f"error: the run store could not be written ({exc}); free disk space and rerun: "
+                  "finished stages are kept", file=sys.stderr)
+            sys.exit(2)
+        run_dir = _CONTEXT["run_dir"]
+        if run_dir is None:
             raise
-        print(f"error: the run store could not be written ({exc}); free disk space and rerun: "
-              "finished stages are kept", file=sys.stderr)
+        from evalign.run.session import store_error
+
+        print(f"error: {store_error(Path(run_dir), exc)}", file=sys.stderr)  # type: ignore[arg-type]
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if _is_usage_error(exc):
+            _usage_error(exc)
+        if isinstance(exc, typer.Abort):
             sys.exit(1)
         raise
+    if rc == 130:  # typer turns a KeyboardInterrupt inside the command into Exit(130) and returns it
+        _interrupted()
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Any other name is a local directory/file or a Hugging Face hub id: the path GPU 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -215,11 +216,18 @@ def looks_like_path(name: str) -> bool:
 
 
 def check_model_name(name: str, backend: str) -> None:
-    """Raise a one-line error for a name that is neither built-in, a local path nor a hub id."""
-    if is_builtin(name) or (backend in BACKENDS and BACKENDS.get(backend).traits.weights is None):
+    """Raise a one-line error for a name that cannot be loaded: empty, neither built-in, a
+    local path nor a hub id, a near miss of a built-in name, a run directory, a checkpoint
+    whose safetensors are cut short, or (llama.cpp) not a GGUF. Reads no weights."""
+    if not name.strip():
+        raise ModelNotFoundError(f"the model name is empty; name a built-in model ({', '.join(BUILTIN_MODELS)}), "
+                                 "a local checkpoint path or a hub id like 'org/name'")
+    info = BACKENDS.get(backend) if backend in BACKENDS else None
+    if is_builtin(name) or (info is not None and info.traits.weights is None):
         return  # an API model's or a script's name is not a file
     expanded = Path(name).expanduser()
     if expanded.exists():
+        check_local_model(expanded, name, info.traits.weights if info is not None else None)
         return
     if looks_like_path(name):
         raise ModelNotFoundError(
@@ -231,6 +239,75 @@ def check_model_name(name: str, backend: str) -> None:
             f"model '{name}' is not a built-in model ({', '.join(BUILTIN_MODELS)}), "
             "an existing local path, or a hub id like 'org/name'"
         )
+    if info is not None and info.traits.weights == "gguf":
+        raise ModelNotFoundError(
+            f"model '{name}': the {backend} backend needs a built-in model or a .gguf file; "
+            "use backend: transformers for a hub id"
+        )
+    if _hub_cached(name):
+        return
+    near = difflib.get_close_matches(name, list(BUILTIN_MODELS), n=1, cutoff=0.8)
+    if near:
+        raise ModelNotFoundError(f"model '{name}' is not a built-in model (did you mean '{near[0]}'?), "
+                                 "a local path, or a downloaded hub id; fix the name")
+
+
+def _hub_cached(name: str) -> bool:
+    """Whether the hub id ``name`` has a config.json in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed id: not cached
+        return False
+
+
+def check_local_model(path: Path, name: str, weights: str | None) -> None:
+    """A local model path that cannot be a model: a run directory, truncated safetensors,
+    (llama.cpp) a path without a GGUF."""
+    if path.is_dir() and (path / "run.db").is_file():
+        ckpts = sorted(str(p) for p in (path / "checkpoints").glob("*") if p.is_dir())
+        which = ", ".join(ckpts[-3:]) if ckpts else "none yet (the run has trained nothing)"
+        raise ModelNotFoundError(f"model '{name}': this is a run directory; pass one of its checkpoints: {which}")
+    if weights == "gguf":
+        if not (path.suffix == ".gguf" or (path.is_dir() and len(list(path.glob("*.gguf"))) == 1)):
+            raise ModelNotFoundError(
+                f"model '{name}': the llamacpp backend needs a .gguf file (or a directory with exactly one); "
+                "use backend: transformers for a checkpoint directory")
+        return
+    files = [path] if path.suffix == ".safetensors" else sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    for f in files:
+        problem = _safetensors_problem(f)
+        if problem:
+            raise ModelNotFoundError(f"model '{name}': {f} is truncated or corrupt ({problem}); "
+                                     "copy the checkpoint again or pass another one")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be read (its header and the length it promises), or None."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, no header"
+            n = struct.unpack("<Q", head)[0]
+            if n > size - 8:
+                return "header longer than the file"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as exc:
+        return f"unreadable header: {exc}"
+    ends = [v["data_offsets"][1] for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"{size} bytes, the header promises {need}"
+    return None
 
 
 def resolve_hf_dir(name: str) -> str:

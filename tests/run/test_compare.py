@@ -78,3 +78,44 @@ def test_reference_answers_must_cover_every_prompt(tmp_path):
     ref.write_text(json.dumps([{"instruction": "something else", "output": "x", "generator": "ref"}]))
     with pytest.raises(InputError, match="no answer for 4 eval prompts"):
         evaluate_models(eval_config(tmp_path), "echo", baseline_answers=ref, out_dir=tmp_path / "run")
+
+
+def _no_answers(monkeypatch):
+    from evalign.eval.evaluator import Evaluator
+
+    def refuse(self, *a, **k):
+        raise AssertionError("answers were generated before the arguments were checked")
+
+    monkeypatch.setattr(Evaluator, "answers", refuse)
+
+
+def test_a_missing_baseline_is_refused_before_any_answer(tmp_path, monkeypatch):
+    from evalign.errors import InputError, ModelNotFoundError
+
+    _no_answers(monkeypatch)
+    cfg = eval_config(tmp_path).model_copy(deep=True)
+    cfg.policy = cfg.policy.model_copy(update={"backend": "auto"})
+    with pytest.raises(ModelNotFoundError, match=r"^--baseline: model './nope': no such file or directory"):
+        evaluate_models(cfg, "smollm2-135m-instruct", baseline="./nope", out_dir=tmp_path / "run")
+    with pytest.raises(InputError, match=r"^--baseline-answers .*missing.json: no such file"):
+        evaluate_models(cfg, "smollm2-135m-instruct", baseline_answers=tmp_path / "missing.json",
+                        out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_model_as_its_own_baseline_warns(tmp_path):
+    out = tmp_path / "run"
+    evaluate_models(eval_config(tmp_path), "echo", baseline="echo", out_dir=out)
+    log = (out / "logs" / "evalign.log").read_text()
+    assert "--baseline echo is --model itself: the win rate measures only sampling noise" in log
+    evaluate_models(eval_config(tmp_path), "echo", out_dir=tmp_path / "self")
+    assert "is --model itself" not in (tmp_path / "self" / "logs" / "evalign.log").read_text()
+
+
+def test_trust_remote_code_warns_naming_the_model(tmp_path):
+    cfg = eval_config(tmp_path).model_copy(deep=True)
+    cfg.solver.reward.model = cfg.solver.reward.model.model_copy(update={"trust_remote_code": True})
+    evaluate_models(cfg, "echo", out_dir=tmp_path / "run")
+    log = (tmp_path / "run" / "logs" / "evalign.log").read_text()
+    assert "solver.reward.model.trust_remote_code is on: loading model 'echo' runs Python code shipped with it" in log
+    assert log.count("trust_remote_code is on") == 1  # only the model that asks for it

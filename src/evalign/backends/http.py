@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -139,8 +140,23 @@ def parse_generation(data: Any) -> tuple[str, str, dict[str, Any]]:
     return text, finish, usage_of(data)
 
 
-def server_message(resp: httpx.Response) -> str:
-    """The error message in an error response (OpenAI/vLLM/llama.cpp shapes), on one line."""
+#: A key as servers echo it back masked ("sk-proj-abcd****wxyz", "sk-...wxyz", "sk-abcd…").
+_MASKED_KEY = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-]*(?:[*.\u2026]{2,}|\u2026)[A-Za-z0-9_\-]*")
+
+
+def redact_secret(text: str, secret: str | None, mark: str) -> str:
+    """``text`` with the secret replaced by ``mark`` wherever it appears: whole, cut short
+    (a long secret's first 8 characters and whatever follows them), or echoed back masked."""
+    if secret:
+        text = text.replace(secret, mark)
+        if len(secret) >= 16:
+            text = re.sub(re.escape(secret[:8]) + r"[^\s\"',;)]*", mark, text)
+    return _MASKED_KEY.sub(mark, text)
+
+
+def server_message(resp: httpx.Response, redact: Callable[[str], str] = lambda s: s) -> str:
+    """The error message in an error response (OpenAI/vLLM/llama.cpp shapes), on one line,
+    passed through ``redact`` before it is cut to length (so no secret survives half cut)."""
     text = resp.text
     msg: Any = text
     try:
@@ -155,7 +171,7 @@ def server_message(resp: httpx.Response) -> str:
             msg = err
         else:
             msg = data.get("message") or data.get("detail") or text
-    msg = " ".join(str(msg).split())
+    msg = redact(" ".join(str(msg).split()))
     if not msg:
         msg = "(empty body)"
     return msg if len(msg) <= 300 else msg[:297] + "..."

@@ -55,6 +55,7 @@ from evalign.backends.http import (
     parse_retry_after,
     prompt_token_bound,
     retry_delay,
+    redact_secret,
     server_message,
     usage_counts,
     usage_of,
@@ -156,6 +157,7 @@ class OpenAICompatLLM(LLM):
                 body["stop"] = list(params.stop)
             data = self._post(body, prompt_token_bound(messages), int(params.max_new_tokens), parse_generation)
             text, finish, usage = data
+            text = self._scrub(text)
             p = usage.get("prompt_tokens")
             c = usage.get("completion_tokens")
             gen = Generation(
@@ -298,7 +300,7 @@ class OpenAICompatLLM(LLM):
                 settle(*usage_counts(data))
                 return out
             settle(0, 0)  # an error status is not billed
-            msg = self._redact(server_message(resp))
+            msg = self._redact(server_message(resp, self._redact))
             if status in RETRY_STATUSES or status >= 500:
                 raise Retryable(f"HTTP {status}: {msg}", parse_retry_after(resp.headers))
             raise BackendError(
@@ -324,14 +326,20 @@ class OpenAICompatLLM(LLM):
             )
         return key
 
+    def _set_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        return os.environ.get(self.api_key_env, "").strip() or None
+
     def _redact(self, text: str) -> str:
-        """Remove the API key (if any is configured and set) from ``text``, on one line."""
-        text = " ".join(str(text).split())
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env, "").strip()
-            if key:
-                text = text.replace(key, "***")
-        return text
+        """Remove the API key (whole, cut short or echoed masked) from ``text``, on one line."""
+        return redact_secret(" ".join(str(text).split()), self._set_key(), "***")
+
+    def _scrub(self, text: str) -> str:
+        """A reply with the API key, should the server echo it, replaced by ``[redacted]``:
+        replies are returned to callers that store them in the run."""
+        key = self._set_key()
+        return redact_secret(text, key, "[redacted]") if key else text
 
     def _hint(self, status: int) -> str:
         env = f"${self.api_key_env}" if self.api_key_env else "api_key_env"

@@ -56,6 +56,7 @@ def load_winrate_prompts(source: str, limit: int | None = None) -> list[EvalProm
         path = Path(source).expanduser()
         if not path.is_file():
             raise InputError(f"win-rate prompt file '{source}' not found; use builtin:eval or a .jsonl/.json file")
+        _check_text_format(path, "eval.winrate_prompts")
     if path.suffix == ".json":  # AlpacaEval
         rows = formats.load_alpaca(path)
         items = [EvalPrompt(f"alpaca-{i}", r.get("dataset"), r["instruction"]) for i, r in enumerate(rows, 1)]
@@ -70,6 +71,23 @@ def load_winrate_prompts(source: str, limit: int | None = None) -> list[EvalProm
     if not items:
         raise InputError(f"{path}: no evaluation prompts; add some")
     return spread(items, limit)
+
+
+_FORMATS = ("JSONL with one {\"id\", \"prompt\"} object per line, an Arena-Hard question.jsonl "
+            "or an AlpacaEval .json list")
+
+
+def _check_text_format(path: Path, key: str) -> None:
+    """A spreadsheet export or a binary file named as a prompt file: say so, and what is read."""
+    if path.suffix.lower() in (".csv", ".tsv", ".xlsx", ".xls", ".parquet"):
+        raise InputError(f"{key} {path}: {path.suffix} files are not read; convert it to {_FORMATS}")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError as e:
+        raise InputError(f"{key} {path}: cannot read ({e.strerror}); check the path") from None
+    if b"\x00" in head:
+        raise InputError(f"{key} {path}: a binary file, not text; give {_FORMATS}")
 
 
 def load_mt_questions(source: str, references: str | None = None, limit: int | None = None) -> list[formats.MTQuestion]:

@@ -7,6 +7,7 @@ model itself resampled with another seed, which measures the judge's noise floor
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,10 @@ from evalign.eval.evaluator import Answers, store_scores, store_win_rate
 from evalign.backends.pool import spec_model_id
 from evalign.progress import say
 from evalign.report.tables import num, pct
-from evalign.run.session import open_run
+from evalign.run.session import check_model, open_run
 from evalign.hashing import key_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +39,18 @@ class EvalOutcome:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).name or name).strip("-") or "model"
+
+
+def eval_run_dir(model: str, out_dir: Path | None = None) -> Path:
+    """Where ``evalign eval --model MODEL`` keeps its answers and judgments."""
+    return out_dir or Path("runs") / f"eval-{_slug(model)}"
+
+
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
 
 
 def load_reference_answers(path: Path, prompts) -> list[str]:
@@ -68,17 +83,25 @@ def load_reference_mt_answers(path: Path, questions) -> list[list[str]]:
 def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, baseline_answers: Path | None = None,
                     baseline_mt_answers: Path | None = None, out_dir: Path | None = None,
                     verbose: bool = False) -> EvalOutcome:
-    run_dir = out_dir or Path("runs") / f"eval-{_slug(model)}"
+    run_dir = eval_run_dir(model, out_dir)
     cfg = cfg.model_copy(deep=True)
     cfg.run.output_dir = str(run_dir)
     spec = cfg.policy.model_copy(update={"model": model})
+    bspec = spec.model_copy(update={"model": baseline}) if baseline is not None else None
+    # Everything the command names is checked before any answer is generated.
+    check_model(spec, "--model")
+    if bspec is not None:
+        check_model(bspec, "--baseline")
+    for flag, path in (("--baseline-answers", baseline_answers), ("--baseline-mt-answers", baseline_mt_answers)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{flag} {path}: no such file; pass an existing answers file")
     with open_run(cfg, verbose=verbose) as s:
+        if baseline is not None and _same_model(model, baseline):
+            log.warning("--baseline %s is --model itself: the win rate measures only sampling noise (about 50%%); "
+                        "omit --baseline for that, or pass another model", baseline)
         ev = s.evaluator
         if ev is None:
             raise InputError("eval.enabled is false; enable it to evaluate")
-        from evalign import weights as models
-
-        models.check_model_name(model, spec.backend)
         model_id = spec_model_id(spec)
         mine = ev.answers(s.pool.policy(spec, model if Path(model).exists() else None, model_id))
         label_b = "self, resampled"
@@ -87,9 +110,7 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
             mt = load_reference_mt_answers(baseline_mt_answers, ev.questions) if baseline_mt_answers else []
             base = Answers(f"file:{baseline_answers.name}", load_reference_answers(baseline_answers, ev.prompts), mt)
             label_b = str(baseline_answers)
-        elif baseline is not None:
-            bspec = spec.model_copy(update={"model": baseline})
-            models.check_model_name(baseline, bspec.backend)
+        elif bspec is not None and baseline is not None:
             bid = spec_model_id(bspec)
             base = ev.answers(s.pool.policy(bspec, baseline if Path(baseline).exists() else None, bid))
             label_b = baseline

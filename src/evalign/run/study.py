@@ -25,7 +25,7 @@ from evalign.backends.pool import spec_model_id
 from evalign.progress import say
 from evalign.report import StudyResult, build_report
 from evalign.report.record import ArmRecord, JudgeRecord, SeedRecord, StudyRecord
-from evalign.run.session import Session, open_run
+from evalign.run.session import Session, check_models, open_run
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ def run_study(
     """Run (or resume) the arms for every seed, evaluate, and build the report."""
     arm_specs = list(arms) if arms is not None else resolve_arms(cfg)
     n_seeds = seeds or cfg.ablation.seeds
+    for arm in arm_specs:  # an arm may name other models: resolve them all before the first stage
+        check_models(arm_config(cfg, arm, 0))
     t_start = time.perf_counter()
     with open_run(cfg, verbose=verbose) as s:
         runner = Runner(cfg, s.store, s.pool, eval_prompts=s.evaluator.texts() if s.evaluator else [])
