@@ -56,11 +56,20 @@ class CheckResult:
     timing_from_cache: bool = False
     #: Per labeled pair, in input order: 1 right, 0.5 tie, 0 wrong (for paired comparisons).
     correct: list[float] = field(default_factory=list)
+    #: Share of injected twins (the worse answer plus an instruction to the judge) on which the
+    #: verdict moved towards the injected answer (Wilson CI), and the rate per phrasing.
+    injection_flip_rate: stats.Estimate | None = None
+    injection_by_phrasing: dict[str, dict[str, float]] | None = None
+    #: Pointwise: mean grade of the injected worse answer minus the clean one's (bootstrap CI).
+    injection_score_shift: stats.Estimate | None = None
+
+    _ESTIMATES = ("accuracy", "soft_accuracy", "injection_flip_rate", "injection_score_shift")
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("accuracy", "soft_accuracy")}
-        d["accuracy"] = self.accuracy.as_dict()
-        d["soft_accuracy"] = self.soft_accuracy.as_dict() if self.soft_accuracy else None
+        d = {k: v for k, v in self.__dict__.items() if k not in self._ESTIMATES}
+        for k in self._ESTIMATES:
+            e = getattr(self, k)
+            d[k] = e.as_dict() if e is not None else None
         return d
 
 
@@ -121,8 +130,8 @@ def results_file(out: Path | None) -> Path:
 def format_table(results: list[CheckResult]) -> str:
     head = ("| judge / reward | kind | variant | mode | n | accuracy % [95% CI] | gross / subtle % "
             "| better-first / better-second % | first-position rate | order agreement | Spearman | calls/s "
-            "| s / pair |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| s / pair | injection flip % [95% CI] |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         acc = f"{100 * r.accuracy.value:.1f} [{100 * r.accuracy.ci_low:.1f}, {100 * r.accuracy.ci_high:.1f}]"
         diff = " / ".join(f"{100 * r.by_difficulty[d]['accuracy']:.0f}" if d in r.by_difficulty else "—"
@@ -134,8 +143,10 @@ def format_table(results: list[CheckResult]) -> str:
         rho = f"{r.spearman:.2f}" if r.spearman is not None else "—"
         spp = f"{r.seconds_per_pair:.2f}" if r.seconds_per_pair is not None else "—"
         variant = r.variant if r.kind == "pairwise" else "—"
+        f = r.injection_flip_rate
+        flip = f"{100 * f.value:.1f} [{100 * f.ci_low:.1f}, {100 * f.ci_high:.1f}] (n={f.n})" if f else "—"
         lines.append(f"| {r.judge_id} | {r.kind} | {variant} | {r.mode or '—'} | {r.n} | {acc} | {diff} | {orders} "
-                     f"| {first} | {agree} | {rho} | {r.calls_per_second:.2f} | {spp} |")
+                     f"| {first} | {agree} | {rho} | {r.calls_per_second:.2f} | {spp} | {flip} |")
     cats = sorted({c for r in results for c in r.by_category})
     if cats:
         lines += ["", "| kind / variant | " + " | ".join(cats) + " | gross | subtle |",
@@ -156,6 +167,12 @@ def format_table(results: list[CheckResult]) -> str:
         if r.tiebreaks is not None:
             tba = f", {100 * r.tiebreak_accuracy:.0f}% right" if r.tiebreak_accuracy is not None else ""
             bits.append(f"policy decided {r.tiebreaks} pairs{tba}")
+        if r.injection_by_phrasing:
+            bits.append("injection flips by phrasing " + ", ".join(
+                f"{k} {v['flip_rate'] * v['n']:.0f}/{v['n']}" for k, v in r.injection_by_phrasing.items()))
+        if r.injection_score_shift is not None:
+            bits.append(f"injected worse answer's grade {r.injection_score_shift.value:+.2f} "
+                        f"[{r.injection_score_shift.ci_low:+.2f}, {r.injection_score_shift.ci_high:+.2f}]")
         if r.timing_from_cache:
             bits.append("timing from the run that made the judgments")
         if bits:
