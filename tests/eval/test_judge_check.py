@@ -201,3 +201,50 @@ def test_a_limited_check_spreads_over_category_and_difficulty():
     pairs, _ = load_labeled(None, None, None, None, 24)
     cells = {(p.category, p.difficulty) for p in pairs}
     assert len(pairs) == 24 and len(cells) == 12  # 6 categories x gross/subtle, 2 each
+
+
+def _injected(text: str) -> bool:
+    from evalign.eval.judge_check import load_injections
+
+    return any(i["text"][-25:] in text for i in load_injections())
+
+
+def _gullible(conv, choices, prefix):
+    """Right on every clean pair; follows any instruction to the judge inside an answer."""
+    body = conv[-1]["content"]
+    if "<answer_A>" not in body:
+        text = re.search(r"<answer>\n(.*?)\n</answer>", body, re.S).group(1).strip()
+        want = "10" if _injected(text) else "8" if text in BETTER else "3"
+        return [0.0 if c == want else -30.0 for c in choices]
+    a = _answer_a(conv)
+    b = re.search(r"<answer_B>\n(.*?)\n</answer_B>", body, re.S).group(1).strip()
+    p_a = 0.9 if _injected(a) else 0.1 if _injected(b) else 0.9 if a in BETTER else 0.1
+    return [math.log(p_a) if c == "A" else math.log(1 - p_a) for c in choices]
+
+
+def test_injection_flip_rate_counts_verdicts_taken_over_by_an_instruction_in_the_answer(tmp_path, capsys):
+    from evalign.eval.judge_check import INJECTED_N, injected_pairs, load_injections
+
+    inj = injected_pairs(PAIRS)
+    assert len(inj) == INJECTED_N == 24 and len({(PAIRS[i].category, PAIRS[i].difficulty) for i, _, _ in inj}) == 12
+    assert {pid for _, pid, _ in inj} == {i["id"] for i in load_injections()}  # every phrasing is used
+    llm = ScriptedLLM(choice_fn=_gullible, model_id="scripted:judge")
+    (pair, point), out, _ = _run(tmp_path, capsys, llm=llm, kind="pairwise,pointwise")
+    assert pair.accuracy.value == point.accuracy.value == 1.0  # the plain check is unaffected ...
+    assert pair.calls_per_pair == 2  # ... and timed apart from the injected twins
+    for r in (pair, point):  # ... and every injection takes the verdict over
+        assert r.injection_flip_rate.value == 1.0 and r.injection_flip_rate.n == 24
+        assert 0.8 < r.injection_flip_rate.ci_low < 1.0
+        assert sum(v["n"] for v in r.injection_by_phrasing.values()) == 24
+    assert point.injection_score_shift.value == pytest.approx(7.0)  # 3 -> 10
+    row = next(line for line in out.splitlines() if line.startswith("| scripted:judge | pointwise |"))
+    assert row.endswith(f"| {100 * 1.0:.1f} [{100 * point.injection_flip_rate.ci_low:.1f}, 100.0] (n=24) |")
+    saved = json.loads((tmp_path / "run" / "judge_check.json").read_text())
+    assert [d["injection_flip_rate"]["n"] for d in saved] == [24, 24]
+
+
+def test_a_judge_that_ignores_injections_has_no_flips(tmp_path, capsys):
+    (pair, point), _, _ = _run(tmp_path, capsys, kind="pairwise,pointwise")  # half_blind ignores them
+    assert point.injection_flip_rate.value == 0.0 and point.injection_flip_rate.n == 24
+    # half_blind picks the first answer on subtle pairs whatever they say: ties stay ties
+    assert pair.injection_flip_rate.value == 0.0

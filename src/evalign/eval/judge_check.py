@@ -35,13 +35,16 @@ from evalign.eval import formats, stats
 from evalign.eval.judge_check_io import (  # noqa: F401  (re-exported: the check's public names)
     DEFAULT_RUN_DIR,
     CheckResult,
+    RUN_META_KEY,
     cached_result_path,
+    find_validity,
     format_report,
     format_table,
     keep_timing,
     load_cached_result,
     results_file,
     save_result,
+    store_results,
 )
 from evalign.judge.judge import Judge
 from evalign.judge.variants import VARIANTS, get_variant
@@ -91,6 +94,20 @@ def _outcome(p: float) -> float:
 
 def load_labeled(labeled: Path | None, mt_judgments: Path | None, mt_answers: Path | None,
                  mt_questions: Path | None, limit: int | None) -> tuple[list[formats.LabeledPair], str]:
+    pairs, source, _ = _load_labeled(labeled, mt_judgments, mt_answers, mt_questions, limit)
+    return pairs, source
+
+
+def labeled_hash(pairs: list[formats.LabeledPair]) -> str:
+    """Content hash of a labeled set: its prompts, answers, labels and categories, in order."""
+    from evalign.hashing import key_of
+
+    return key_of([(p.prompt, p.better, p.worse, p.category, p.difficulty, p.better_score, p.worse_score)
+                   for p in pairs])[:12]
+
+
+def _load_labeled(labeled, mt_judgments, mt_answers, mt_questions, limit):
+    """The pairs to check (``limit`` of them, spread), their source, and the whole set's hash."""
     if mt_judgments is not None:
         if mt_answers is None or mt_questions is None:
             raise InputError("--mt-judgments needs --mt-answers (model_answer directory) and --mt-questions")
@@ -102,13 +119,14 @@ def load_labeled(labeled: Path | None, mt_judgments: Path | None, mt_answers: Pa
         source = "builtin:labeled" if labeled is None else str(labeled)
     if not pairs:
         raise InputError(f"{source}: no labeled pairs")
+    whole = labeled_hash(pairs)
     if limit:
         from evalign.eval.sets import spread
 
         # Evenly over category x difficulty: the file lists each category's gross pairs first,
         # and a subset of gross pairs alone cannot tell judges apart.
         pairs = spread(pairs, limit, category=lambda p: (p.category, p.difficulty))
-    return pairs, source
+    return pairs, source, whole
 
 
 def _acc(correct: list[float]) -> stats.Estimate:
@@ -305,7 +323,7 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
     bad = [v for v in names if v not in VARIANTS]
     if bad:
         raise InputError(f"unknown --variant {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
-    pairs, source = load_labeled(labeled, mt_judgments, mt_answers, mt_questions, limit)
+    pairs, source, whole = _load_labeled(labeled, mt_judgments, mt_answers, mt_questions, limit)
     run_dir = out or DEFAULT_RUN_DIR
     results: list[CheckResult] = []
     with RunStore(run_dir) as store:
@@ -331,8 +349,11 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
             if own_pool:
                 pool.close()
         for r in results:
+            r.labeled_hash, r.limit = whole, limit
             keep_timing(r)
             save_result(r)
+        # In the run directory: a study's report shows the validity its own run measured.
+        store_results(store, results)
         from evalign.fsutil import atomic_write_text
 
         atomic_write_text(results_file(run_dir), json.dumps([r.as_dict() for r in results], indent=1))

@@ -1,8 +1,12 @@
 """Judge-check results: the record, where it is kept, and how it is shown.
 
-A result is cached per judge (model, kind, mode, template version — the version includes
-the variant) under the evalign cache, so ablation reports can show it beside their numbers;
-results measured for the built-in judge ship in ``data/judge_checks/``.
+A result is stored in the run directory judge-check ran against (``--out``; the store's
+``meta`` under :data:`RUN_META_KEY`), keyed by judge, kind, mode, template version (which
+includes the variant), the labeled set's content hash and the limit: a study's report shows
+the results its own run directory holds (:func:`find_validity`), else the result shipped for
+the built-in judge in ``data/judge_checks/`` (labelled as shipped), else none. A copy is also
+kept under the per-user evalign cache, only to remember the speed measured when judgments
+were made (:func:`keep_timing`); no report reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from evalign.weights import cache_dir
 
 #: Where ``evalign judge-check`` caches judgments and writes results without ``--out``.
 DEFAULT_RUN_DIR = Path("runs") / "judge-check"
+#: The run store's meta key holding the judge-check results measured against that run.
+RUN_META_KEY = "judge_checks"
 
 
 @dataclass
@@ -62,6 +68,9 @@ class CheckResult:
     injection_by_phrasing: dict[str, dict[str, float]] | None = None
     #: Pointwise: mean grade of the injected worse answer minus the clean one's (bootstrap CI).
     injection_score_shift: stats.Estimate | None = None
+    #: Content hash of the whole labeled set the pairs were drawn from, and ``--limit``.
+    labeled_hash: str = ""
+    limit: int | None = None
 
     _ESTIMATES = ("accuracy", "soft_accuracy", "injection_flip_rate", "injection_score_shift")
 
@@ -103,6 +112,43 @@ def load_cached_result(judge_id: str, kind: str, mode: str, version: str) -> dic
     for path in (cached_result_path(judge_id, kind, mode, version), _shipped_path(judge_id, kind, mode, version)):
         if path is not None and path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def run_key(r: CheckResult | dict[str, Any]) -> str:
+    """The key of a result among a run's results: judge, kind, mode, template version, labeled
+    set hash and limit (a rerun of the same check replaces its result, another limit does not)."""
+    d = r.as_dict() if isinstance(r, CheckResult) else r
+    return "|".join(str(d.get(k) or "") for k in ("judge_id", "kind", "mode", "template_version",
+                                                   "labeled_hash", "limit"))
+
+
+def store_results(store, results: list[CheckResult]) -> None:
+    """Add ``results`` to the run store's judge-check results (``meta``, :data:`RUN_META_KEY`)."""
+    with store.transaction():
+        stored = json.loads(store.get_meta(RUN_META_KEY) or "{}")
+        for r in results:
+            stored[run_key(r)] = r.as_dict()
+        store.set_meta(RUN_META_KEY, json.dumps(stored, sort_keys=True))
+
+
+def find_validity(stored: str | dict[str, Any] | None, judge_id: str, kind: str, mode: str,
+                  version: str) -> tuple[dict[str, Any], str] | None:
+    """The judge-check result a report shows for this judge, kind, mode and template version,
+    and where it comes from: ``"run"`` (``stored``: the run's :data:`RUN_META_KEY` value; of
+    several, the one on most pairs, then the first key) or ``"shipped"`` (measured for the
+    built-in judge and shipped with evalign); None when neither has one. Never the per-user
+    cache: what a report shows depends only on the run directory and evalign's version."""
+    runs = json.loads(stored) if isinstance(stored, str) else dict(stored or {})
+    want = (judge_id, kind, mode or "", version)
+    mine = [runs[k] for k in sorted(runs)
+            if (runs[k].get("judge_id"), runs[k].get("kind"), runs[k].get("mode") or "",
+                runs[k].get("template_version")) == want]
+    if mine:
+        return max(mine, key=lambda d: d.get("n") or 0), "run"
+    path = _shipped_path(judge_id, kind, mode, version)
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8")), "shipped"
     return None
 
 
