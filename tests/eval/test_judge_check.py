@@ -179,7 +179,9 @@ def test_the_shipped_result_of_the_builtin_judge_is_found_for_the_ablation():
     assert mode == "logprobs"
     found = load_cached_result(judge_id, "pairwise", mode, PAIR_VERSION)
     assert found is not None
-    assert found["n"] == 96 and found["variant"] == "base" and found["template_version"] == PAIR_VERSION
+    # measured again, on fewer pairs, when the templates were hardened against injections (docs/judges.md)
+    assert found["n"] >= 12 and found["variant"] == "base" and found["template_version"] == PAIR_VERSION
+    assert found["source"] == "builtin:labeled" and found["injection_flip_rate"]["n"] == found["n"]
     assert 0.5 < found["accuracy"]["value"] <= 1 and found["accuracy"]["ci_low"] < found["accuracy"]["value"]
     assert found["first_position_rate"] is not None and found["order_agreement"] is not None
 
@@ -248,3 +250,17 @@ def test_a_judge_that_ignores_injections_has_no_flips(tmp_path, capsys):
     assert point.injection_flip_rate.value == 0.0 and point.injection_flip_rate.n == 24
     # half_blind picks the first answer on subtle pairs whatever they say: ties stay ties
     assert pair.injection_flip_rate.value == 0.0
+
+
+def test_a_report_finds_the_run_result_first_and_never_a_shipped_one_of_another_template():
+    from evalign.eval.judge_check import find_validity, run_key
+
+    judge_id = "llamacpp:qwen2.5-coder-1.5b-instruct@cc324af070c2"
+    shipped = find_validity(None, judge_id, "pairwise", "logprobs", PAIR_VERSION)
+    assert shipped is not None and shipped[1] == "shipped" and shipped[0]["template_version"] == PAIR_VERSION
+    assert find_validity(None, judge_id, "pairwise", "logprobs", "6ca54de6ad55") is None  # the old template's
+    mine = [{"judge_id": judge_id, "kind": "pairwise", "mode": "logprobs", "template_version": PAIR_VERSION,
+             "n": n, "limit": n, "labeled_hash": "h"} for n in (12, 40)]
+    stored = json.dumps({run_key(d): d for d in mine})
+    found, origin = find_validity(stored, judge_id, "pairwise", "logprobs", PAIR_VERSION)
+    assert origin == "run" and found["n"] == 40  # of the run's results, the one on most pairs
