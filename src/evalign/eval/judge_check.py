@@ -41,6 +41,7 @@ from evalign.eval.judge_check_io import (  # noqa: F401  (re-exported: the check
     format_report,
     format_table,
     keep_timing,
+    run_key,
     load_cached_result,
     results_file,
     save_result,
