@@ -179,7 +179,9 @@ def test_the_shipped_result_of_the_builtin_judge_is_found_for_the_ablation():
     assert mode == "logprobs"
     found = load_cached_result(judge_id, "pairwise", mode, PAIR_VERSION)
     assert found is not None
-    assert found["n"] == 96 and found["variant"] == "base" and found["template_version"] == PAIR_VERSION
+    # measured again, on fewer pairs, when the templates were hardened against injections (docs/judges.md)
+    assert found["n"] >= 12 and found["variant"] == "base" and found["template_version"] == PAIR_VERSION
+    assert found["source"] == "builtin:labeled" and found["injection_flip_rate"]["n"] == found["n"]
     assert 0.5 < found["accuracy"]["value"] <= 1 and found["accuracy"]["ci_low"] < found["accuracy"]["value"]
     assert found["first_position_rate"] is not None and found["order_agreement"] is not None
 
@@ -201,3 +203,64 @@ def test_a_limited_check_spreads_over_category_and_difficulty():
     pairs, _ = load_labeled(None, None, None, None, 24)
     cells = {(p.category, p.difficulty) for p in pairs}
     assert len(pairs) == 24 and len(cells) == 12  # 6 categories x gross/subtle, 2 each
+
+
+def _injected(text: str) -> bool:
+    from evalign.eval.judge_check import load_injections
+
+    return any(i["text"][-25:] in text for i in load_injections())
+
+
+def _gullible(conv, choices, prefix):
+    """Right on every clean pair; follows any instruction to the judge inside an answer."""
+    body = conv[-1]["content"]
+    if "<answer_A>" not in body:
+        text = re.search(r"<answer>\n(.*?)\n</answer>", body, re.S).group(1).strip()
+        want = "10" if _injected(text) else "8" if text in BETTER else "3"
+        return [0.0 if c == want else -30.0 for c in choices]
+    a = _answer_a(conv)
+    b = re.search(r"<answer_B>\n(.*?)\n</answer_B>", body, re.S).group(1).strip()
+    p_a = 0.9 if _injected(a) else 0.1 if _injected(b) else 0.9 if a in BETTER else 0.1
+    return [math.log(p_a) if c == "A" else math.log(1 - p_a) for c in choices]
+
+
+def test_injection_flip_rate_counts_verdicts_taken_over_by_an_instruction_in_the_answer(tmp_path, capsys):
+    from evalign.eval.judge_check import INJECTED_N, injected_pairs, load_injections
+
+    inj = injected_pairs(PAIRS)
+    assert len(inj) == INJECTED_N == 24 and len({(PAIRS[i].category, PAIRS[i].difficulty) for i, _, _ in inj}) == 12
+    assert {pid for _, pid, _ in inj} == {i["id"] for i in load_injections()}  # every phrasing is used
+    llm = ScriptedLLM(choice_fn=_gullible, model_id="scripted:judge")
+    (pair, point), out, _ = _run(tmp_path, capsys, llm=llm, kind="pairwise,pointwise")
+    assert pair.accuracy.value == point.accuracy.value == 1.0  # the plain check is unaffected ...
+    assert pair.calls_per_pair == 2  # ... and timed apart from the injected twins
+    for r in (pair, point):  # ... and every injection takes the verdict over
+        assert r.injection_flip_rate.value == 1.0 and r.injection_flip_rate.n == 24
+        assert 0.8 < r.injection_flip_rate.ci_low < 1.0
+        assert sum(v["n"] for v in r.injection_by_phrasing.values()) == 24
+    assert point.injection_score_shift.value == pytest.approx(7.0)  # 3 -> 10
+    row = next(line for line in out.splitlines() if line.startswith("| scripted:judge | pointwise |"))
+    assert row.endswith(f"| {100 * 1.0:.1f} [{100 * point.injection_flip_rate.ci_low:.1f}, 100.0] (n=24) |")
+    saved = json.loads((tmp_path / "run" / "judge_check.json").read_text())
+    assert [d["injection_flip_rate"]["n"] for d in saved] == [24, 24]
+
+
+def test_a_judge_that_ignores_injections_has_no_flips(tmp_path, capsys):
+    (pair, point), _, _ = _run(tmp_path, capsys, kind="pairwise,pointwise")  # half_blind ignores them
+    assert point.injection_flip_rate.value == 0.0 and point.injection_flip_rate.n == 24
+    # half_blind picks the first answer on subtle pairs whatever they say: ties stay ties
+    assert pair.injection_flip_rate.value == 0.0
+
+
+def test_a_report_finds_the_run_result_first_and_never_a_shipped_one_of_another_template():
+    from evalign.eval.judge_check import find_validity, run_key
+
+    judge_id = "llamacpp:qwen2.5-coder-1.5b-instruct@cc324af070c2"
+    shipped = find_validity(None, judge_id, "pairwise", "logprobs", PAIR_VERSION)
+    assert shipped is not None and shipped[1] == "shipped" and shipped[0]["template_version"] == PAIR_VERSION
+    assert find_validity(None, judge_id, "pairwise", "logprobs", "6ca54de6ad55") is None  # the old template's
+    mine = [{"judge_id": judge_id, "kind": "pairwise", "mode": "logprobs", "template_version": PAIR_VERSION,
+             "n": n, "limit": n, "labeled_hash": "h"} for n in (12, 40)]
+    stored = json.dumps({run_key(d): d for d in mine})
+    found, origin = find_validity(stored, judge_id, "pairwise", "logprobs", PAIR_VERSION)
+    assert origin == "run" and found["n"] == 40  # of the run's results, the one on most pairs

@@ -18,14 +18,15 @@ from evalign.judge.variants import check_eval_variant
 from evalign.registry import JUDGE_VARIANTS, REWARD_KINDS
 
 #: (pair version, grade version) per variant: part of every cached verdict's key and of the
-#: shipped judge-check results' file names; they must never change.
-FROZEN = {
-    "base": ("6ca54de6ad55", "cce32e38b006"),
-    "calibrated": ("1c260d308496", "51fcb6892cd6"),
-    "cot": ("96816a910a5a", "189b96486b2c"),
-    "rubric": ("9e6f6d66cf70", "22f9fbc63cdb"),
-    "ensemble": ("6f1aaa16a7b2", "9c9d7b5060f3"),
-    "policy_tiebreak": ("a0718bd64047", "e65ce5d76f48"),
+#: shipped judge-check results' file names; they change only with a template change and a
+#: new measurement.
+FROZEN = {  # the templates hardened against instructions inside answers (was 6ca54de6ad55, cce32e38b006)
+    "base": ("9f7ddcc377aa", "a65e13ba323a"),
+    "calibrated": ("c029b73f6f04", "72d31ae7cfb8"),
+    "cot": ("b0559cd442d4", "4e5d55d9bd5b"),
+    "rubric": ("b75cc6e857da", "299d83e278d6"),
+    "ensemble": ("65a7b0b8bf8c", "832da04b1421"),
+    "policy_tiebreak": ("537478e564d9", "6c5e548f1aa5"),
 }
 
 

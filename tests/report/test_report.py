@@ -192,7 +192,7 @@ def test_detectable_effect_uses_the_scale_of_the_outcomes(monkeypatch):
     measured = {"accuracy": {"value": 0.78, "ci_low": 0.69, "ci_high": 0.85, "n": 96},
                 "soft_accuracy": {"value": 0.60, "ci_low": 0.58, "ci_high": 0.62, "n": 96},
                 "first_position_rate": 0.2, "order_agreement": 0.4, "n": 96, "source": "builtin:labeled"}
-    monkeypatch.setattr(judgecheck, "load_cached_result", lambda *a: measured)
+    monkeypatch.setattr(judgecheck, "find_validity", lambda *a: (measured, "run"))
     outcomes = {"eva": {"win": [0.5, 0.6, 0.4, 0.55]}, "arm": {"win": [0.6, 0.5, 0.5, 0.45]}}
     study = {"judge": {"judge_id": "j", "mode": "logprobs", "pair_version": "v", "n_winrate": 4}}
     soft = collect._judge_validity(study, outcomes, "eva")
@@ -234,3 +234,51 @@ def test_the_study_record_reads_and_writes_the_stored_layout_unchanged():
     assert record.stage_uses[0].calls == 24
     assert record.to_json() == text
     assert StudyRecord.from_json(None).arms == {}
+
+
+def test_the_judge_validity_block_reads_the_run_directory_not_the_user_cache(tmp_path, monkeypatch):
+    """A rebuilt report shows what judge-check measured against this run directory: checks
+    with other limits elsewhere (they fill the per-user cache) do not change it."""
+    import math
+
+    from evalign.backends.scripted import ScriptedLLM
+    from evalign.config import Config
+    from evalign.eval.judge_check import run_judge_check
+    from evalign.report.collect import collect
+    from evalign.report.record import JudgeRecord, StudyRecord
+    from evalign.store import RunStore
+
+    monkeypatch.setenv("EVALIGN_CACHE", str(tmp_path / "cache"))
+
+    def first_wins(conv, choices, prefix):  # a judge with a plain position bias
+        return [math.log(0.7) if c == "A" else math.log(0.3) for c in choices]
+
+    class Pool:
+        def get(self, spec):
+            return ScriptedLLM(choice_fn=first_wins, model_id="scripted:judge")
+
+        def close(self):
+            pass
+
+    def check(out, limit):
+        return run_judge_check(Config(), judge="judge", backend="scripted", kind="pairwise", limit=limit,
+                               out=out, pool=Pool())[0]
+
+    run = tmp_path / "study"
+    probe = check(tmp_path / "probe", 6)
+    with RunStore(run) as store:
+        judge = JudgeRecord(probe.judge_id, probe.mode, probe.template_version, "base", n_winrate=8)
+        store.set_meta("study", StudyRecord(judge=judge).to_json())
+
+    def block():
+        with RunStore(run) as store:
+            return tables.judge_block(collect(store)["judge_validity"])
+
+    assert "not measured" in block()  # the probe went to the user cache and its own directory
+    check(run, 24)
+    shown = block()
+    assert "measured by judge-check in this run directory, labeled set builtin:labeled, --limit 24" in shown
+    assert "on 24 labeled pairs" in shown
+    for limit in (12, 48):  # other checks of the same judge, into the per-user cache
+        check(tmp_path / f"elsewhere-{limit}", limit)
+        assert block() == shown

@@ -1,8 +1,12 @@
 """Judge-check results: the record, where it is kept, and how it is shown.
 
-A result is cached per judge (model, kind, mode, template version — the version includes
-the variant) under the evalign cache, so ablation reports can show it beside their numbers;
-results measured for the built-in judge ship in ``data/judge_checks/``.
+A result is stored in the run directory judge-check ran against (``--out``; the store's
+``meta`` under :data:`RUN_META_KEY`), keyed by judge, kind, mode, template version (which
+includes the variant), the labeled set's content hash and the limit: a study's report shows
+the results its own run directory holds (:func:`find_validity`), else the result shipped for
+the built-in judge in ``data/judge_checks/`` (labelled as shipped), else none. A copy is also
+kept under the per-user evalign cache, only to remember the speed measured when judgments
+were made (:func:`keep_timing`); no report reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from evalign.weights import cache_dir
 
 #: Where ``evalign judge-check`` caches judgments and writes results without ``--out``.
 DEFAULT_RUN_DIR = Path("runs") / "judge-check"
+#: The run store's meta key holding the judge-check results measured against that run.
+RUN_META_KEY = "judge_checks"
 
 
 @dataclass
@@ -56,11 +62,23 @@ class CheckResult:
     timing_from_cache: bool = False
     #: Per labeled pair, in input order: 1 right, 0.5 tie, 0 wrong (for paired comparisons).
     correct: list[float] = field(default_factory=list)
+    #: Share of injected twins (the worse answer plus an instruction to the judge) on which the
+    #: verdict moved towards the injected answer (Wilson CI), and the rate per phrasing.
+    injection_flip_rate: stats.Estimate | None = None
+    injection_by_phrasing: dict[str, dict[str, float]] | None = None
+    #: Pointwise: mean grade of the injected worse answer minus the clean one's (bootstrap CI).
+    injection_score_shift: stats.Estimate | None = None
+    #: Content hash of the whole labeled set the pairs were drawn from, and ``--limit``.
+    labeled_hash: str = ""
+    limit: int | None = None
+
+    _ESTIMATES = ("accuracy", "soft_accuracy", "injection_flip_rate", "injection_score_shift")
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("accuracy", "soft_accuracy")}
-        d["accuracy"] = self.accuracy.as_dict()
-        d["soft_accuracy"] = self.soft_accuracy.as_dict() if self.soft_accuracy else None
+        d = {k: v for k, v in self.__dict__.items() if k not in self._ESTIMATES}
+        for k in self._ESTIMATES:
+            e = getattr(self, k)
+            d[k] = e.as_dict() if e is not None else None
         return d
 
 
@@ -97,6 +115,43 @@ def load_cached_result(judge_id: str, kind: str, mode: str, version: str) -> dic
     return None
 
 
+def run_key(r: CheckResult | dict[str, Any]) -> str:
+    """The key of a result among a run's results: judge, kind, mode, template version, labeled
+    set hash and limit (a rerun of the same check replaces its result, another limit does not)."""
+    d = r.as_dict() if isinstance(r, CheckResult) else r
+    return "|".join(str(d.get(k) or "") for k in ("judge_id", "kind", "mode", "template_version",
+                                                   "labeled_hash", "limit"))
+
+
+def store_results(store, results: list[CheckResult]) -> None:
+    """Add ``results`` to the run store's judge-check results (``meta``, :data:`RUN_META_KEY`)."""
+    with store.transaction():
+        stored = json.loads(store.get_meta(RUN_META_KEY) or "{}")
+        for r in results:
+            stored[run_key(r)] = r.as_dict()
+        store.set_meta(RUN_META_KEY, json.dumps(stored, sort_keys=True))
+
+
+def find_validity(stored: str | dict[str, Any] | None, judge_id: str, kind: str, mode: str,
+                  version: str) -> tuple[dict[str, Any], str] | None:
+    """The judge-check result a report shows for this judge, kind, mode and template version,
+    and where it comes from: ``"run"`` (``stored``: the run's :data:`RUN_META_KEY` value; of
+    several, the one on most pairs, then the first key) or ``"shipped"`` (measured for the
+    built-in judge and shipped with evalign); None when neither has one. Never the per-user
+    cache: what a report shows depends only on the run directory and evalign's version."""
+    runs = json.loads(stored) if isinstance(stored, str) else dict(stored or {})
+    want = (judge_id, kind, mode or "", version)
+    mine = [runs[k] for k in sorted(runs)
+            if (runs[k].get("judge_id"), runs[k].get("kind"), runs[k].get("mode") or "",
+                runs[k].get("template_version")) == want]
+    if mine:
+        return max(mine, key=lambda d: d.get("n") or 0), "run"
+    path = _shipped_path(judge_id, kind, mode, version)
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8")), "shipped"
+    return None
+
+
 def keep_timing(result: CheckResult) -> None:
     """A rerun served from the run store made no calls: keep the speed saved when it did."""
     if result.calls_per_second or not result.n:
@@ -121,8 +176,8 @@ def results_file(out: Path | None) -> Path:
 def format_table(results: list[CheckResult]) -> str:
     head = ("| judge / reward | kind | variant | mode | n | accuracy % [95% CI] | gross / subtle % "
             "| better-first / better-second % | first-position rate | order agreement | Spearman | calls/s "
-            "| s / pair |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| s / pair | injection flip % [95% CI] |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         acc = f"{100 * r.accuracy.value:.1f} [{100 * r.accuracy.ci_low:.1f}, {100 * r.accuracy.ci_high:.1f}]"
         diff = " / ".join(f"{100 * r.by_difficulty[d]['accuracy']:.0f}" if d in r.by_difficulty else "—"
@@ -134,8 +189,10 @@ def format_table(results: list[CheckResult]) -> str:
         rho = f"{r.spearman:.2f}" if r.spearman is not None else "—"
         spp = f"{r.seconds_per_pair:.2f}" if r.seconds_per_pair is not None else "—"
         variant = r.variant if r.kind == "pairwise" else "—"
+        f = r.injection_flip_rate
+        flip = f"{100 * f.value:.1f} [{100 * f.ci_low:.1f}, {100 * f.ci_high:.1f}] (n={f.n})" if f else "—"
         lines.append(f"| {r.judge_id} | {r.kind} | {variant} | {r.mode or '—'} | {r.n} | {acc} | {diff} | {orders} "
-                     f"| {first} | {agree} | {rho} | {r.calls_per_second:.2f} | {spp} |")
+                     f"| {first} | {agree} | {rho} | {r.calls_per_second:.2f} | {spp} | {flip} |")
     cats = sorted({c for r in results for c in r.by_category})
     if cats:
         lines += ["", "| kind / variant | " + " | ".join(cats) + " | gross | subtle |",
@@ -156,6 +213,12 @@ def format_table(results: list[CheckResult]) -> str:
         if r.tiebreaks is not None:
             tba = f", {100 * r.tiebreak_accuracy:.0f}% right" if r.tiebreak_accuracy is not None else ""
             bits.append(f"policy decided {r.tiebreaks} pairs{tba}")
+        if r.injection_by_phrasing:
+            bits.append("injection flips by phrasing " + ", ".join(
+                f"{k} {v['flip_rate'] * v['n']:.0f}/{v['n']}" for k, v in r.injection_by_phrasing.items()))
+        if r.injection_score_shift is not None:
+            bits.append(f"injected worse answer's grade {r.injection_score_shift.value:+.2f} "
+                        f"[{r.injection_score_shift.ci_low:+.2f}, {r.injection_score_shift.ci_high:+.2f}]")
         if r.timing_from_cache:
             bits.append("timing from the run that made the judgments")
         if bits:

@@ -119,7 +119,7 @@ def collect(store: RunStore) -> dict[str, Any]:
             row["diff_win_rate_vs_default"] = stats.as_dict(_paired(o["win"], d["win"]))
             row["diff_score_vs_default"] = stats.as_dict(_paired(o["score"], d["score"]))
     rows.sort(key=lambda r: _order(r["arm"], study))
-    validity = _judge_validity(study, per_arm_outcomes, default_arm)
+    validity = _judge_validity(study, per_arm_outcomes, default_arm, _stored_checks(store))
     for row in rows:
         row["detectable_effect"] = (validity or {}).get("detectable_effect")
     return {
@@ -141,18 +141,28 @@ def collect(store: RunStore) -> dict[str, Any]:
     }
 
 
+def _stored_checks(store: RunStore) -> str | None:
+    """The judge-check results measured against this run directory (``evalign judge-check --out``)."""
+    from evalign.eval.judge_check import RUN_META_KEY
+
+    return store.get_meta(RUN_META_KEY)
+
+
 def _judge_validity(study: StudyRecord | dict[str, Any], outcomes: dict[str, dict[str, list]],
-                    default_arm: str | None):
-    """The eval judge's measured accuracy and position bias (from ``evalign judge-check``)
-    and the smallest win-rate difference this study can detect with it (``study`` may be
-    the record or its JSON form)."""
-    from evalign.eval.judge_check import load_cached_result
+                    default_arm: str | None, stored: str | dict[str, Any] | None = None):
+    """The eval judge's measured accuracy and position bias and the smallest win-rate
+    difference this study can detect with it (``study`` may be the record or its JSON form).
+    The measurement is one ``evalign judge-check`` made against this run directory
+    (``stored``), else the one shipped for the built-in judge; never the per-user cache."""
+    from evalign.eval.judge_check import find_validity
 
     judge = (study if isinstance(study, StudyRecord) else StudyRecord.from_json(study)).judge
     if not judge:
         return None
-    measured = load_cached_result(judge.judge_id, "pairwise", judge.mode, judge.pair_version)
-    out = {"judge_id": judge.judge_id, "mode": judge.mode, "n": judge.n_winrate, "measured": bool(measured)}
+    found = find_validity(stored, judge.judge_id, "pairwise", judge.mode, judge.pair_version)
+    measured, origin = found if found else (None, None)
+    out = {"judge_id": judge.judge_id, "mode": judge.mode, "n": judge.n_winrate, "measured": bool(measured),
+           "origin": origin}
     if not measured:
         return out
     diffs = []
@@ -173,7 +183,9 @@ def _judge_validity(study: StudyRecord | dict[str, Any], outcomes: dict[str, dic
     out.update({
         "accuracy": acc, "soft_accuracy": soft, "first_position_rate": measured.get("first_position_rate"),
         "order_agreement": measured.get("order_agreement"), "labeled_n": measured.get("n"),
-        "source": measured.get("source"), "sd_paired": sd, "attenuation": 2 * signal_acc - 1,
+        "source": measured.get("source"), "labeled_limit": measured.get("limit"),
+        "labeled_hash": measured.get("labeled_hash"), "injection_flip_rate": measured.get("injection_flip_rate"),
+        "sd_paired": sd, "attenuation": 2 * signal_acc - 1,
         "detectable_effect": stats.min_detectable_effect(judge.n_winrate, signal_acc, sd=max(sd, 1e-6)),
         "method": ("closed form: (z_0.975 + z_0.8) * sd / sqrt(n) / (2 * a - 1), a = the judge's "
                    + ("mean P(better) on labeled pairs (outcomes are probabilities)"

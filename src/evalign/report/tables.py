@@ -85,20 +85,32 @@ def judge_block(jv: dict[str, Any]) -> str:
     if not jv.get("measured"):
         return (
             f"Judge validity ({jv.get('judge_id', '?')}, {jv.get('mode')}): not measured for this judge and "
-            f"template; run `evalign judge-check` with the same judge to see its accuracy, position bias and "
-            f"the smallest difference this study (n={jv.get('n')}) can detect."
+            f"template; run `evalign judge-check --out <this run directory>` with the same judge to see its "
+            f"accuracy, position bias and the smallest difference this study (n={jv.get('n')}) can detect."
         )
     mde = jv.get("detectable_effect")
     mde_s = "∞ (judge at chance)" if mde is None or mde == float("inf") else f"{100 * mde:.1f} pp"
+    flip = jv.get("injection_flip_rate")
     return (
-        f"Judge validity ({jv['judge_id']}, {jv['mode']}): both-orders accuracy on {jv.get('labeled_n')} "
-        f"labeled pairs {pct(jv['accuracy'])}%"
+        f"Judge validity ({jv['judge_id']}, {jv['mode']}; {_validity_origin(jv)}): both-orders accuracy on "
+        f"{jv.get('labeled_n')} labeled pairs {pct(jv['accuracy'])}%"
         + (f" (mean P(better) {pct(jv['soft_accuracy'])}%)" if jv.get("soft_accuracy") else "")
         + f", first-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
-        f"order agreement {_opt(jv.get('order_agreement'), '{:.2f}')}. Minimum detectable win-rate difference at "
+        f"order agreement {_opt(jv.get('order_agreement'), '{:.2f}')}"
+        + (f", injection flip rate {pct(flip)}% (n={_n(flip)} answers with an instruction to the judge)"
+           if flip else "")
+        + f". Minimum detectable win-rate difference at "
         f"n={jv.get('n')} prompts (80% power, α=0.05): {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
         "Arm differences smaller than that are marked not resolved."
     )
+
+
+def _validity_origin(jv: dict[str, Any]) -> str:
+    """Where the judge-check result came from: this run's directory or evalign's shipped one."""
+    where = {"run": "measured by judge-check in this run directory",
+             "shipped": "shipped with evalign for the built-in judge"}.get(jv.get("origin") or "", "measured")
+    limit = f", --limit {jv['labeled_limit']}" if jv.get("labeled_limit") else ""
+    return f"{where}, labeled set {jv.get('source') or '?'}{limit}"
 
 
 def csv_text(results: dict[str, Any]) -> str:
