@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from evalign.config import TrainConfig
-from evalign.fsutil import atomic_write_text
+from evalign.fsutil import TEMP_PREFIX, atomic_write_text
 from evalign.solver.train import TrainResult, _trainer, _weights_dtype, to_dataset
 
 log = logging.getLogger("evalign.solver.train_entry")
@@ -75,7 +75,7 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(cfg, dist_type, mixed),
                                                  use_safetensors=True)
     out_dir = Path(out_dir)
-    staging = out_dir.parent / f".{out_dir.name}.launch.tmp"  # the same path on every rank
+    staging = out_dir.parent / f"{TEMP_PREFIX}{out_dir.name}.launch"  # the same path on every rank
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
