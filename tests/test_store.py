@@ -159,3 +159,14 @@ def test_two_runs_differing_after_a_question_mark_do_not_share_a_database(tmp_pa
             b.set_meta("who", "b")
         assert a.get_meta("who") == "a" and b.get_meta("who") == "b"
     assert not (tmp_path / "shared").exists()
+
+
+def test_checkpoints_are_recorded_relative_and_old_records_resolve_to_this_run(tmp_path, monkeypatch):
+    with RunStore(tmp_path / "now") as s:
+        rec = s.checkpoint_record(s.checkpoints_dir / "0123456789abcdef")
+        assert rec == "checkpoints/0123456789abcdef"
+        assert s.checkpoint_path(rec) == tmp_path / "now" / "checkpoints" / "0123456789abcdef"
+        # absolute and cwd-relative records of older versions (this run before a move, or a copy's original)
+        for old in ("/elsewhere/before/checkpoints/0123456789abcdef", "runs/before/checkpoints/0123456789abcdef"):
+            assert s.checkpoint_path(old) == tmp_path / "now" / "checkpoints" / "0123456789abcdef"
+        assert s.checkpoint_path("/models/base") == Path("/models/base")  # not a checkpoint of a run

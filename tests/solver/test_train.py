@@ -127,3 +127,28 @@ def test_a_diverging_launched_training_is_a_one_line_error(tiny_model_dir, tmp_p
     assert re.fullmatch(r"training diverged at step \d+: (loss|grad_norm) (nan|inf); lower solver.train."
                         r"learning_rate \(now 1e\+06\) and rerun; no checkpoint was kept", msg), msg
     assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_weights_fingerprint_finds_missing_truncated_and_changed_files(tmp_path, monkeypatch):
+    from evalign.solver import train as train_mod
+
+    ckpt = tmp_path / "c"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}" + b"w" * 64)
+    (ckpt / "config.json").write_text("{}")
+    fp = train_mod.weights_fingerprint(ckpt)
+    assert list(fp) == ["model.safetensors"] and fp["model.safetensors"]["of"] == "file"
+    assert train_mod.weights_problem(ckpt, fp) is None
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[:-1] + b"x")
+    assert "changed since it was trained" in train_mod.weights_problem(ckpt, fp)
+    (ckpt / "model.safetensors").write_bytes(data[:10])
+    assert "has 10 bytes, 80 when trained" in train_mod.weights_problem(ckpt, fp)
+    (ckpt / "model.safetensors").unlink()
+    assert "holds no .safetensors weights" in train_mod.weights_problem(ckpt, fp)
+    assert "is missing" in train_mod.weights_problem(tmp_path / "gone", fp)
+    # big checkpoints: size and header only
+    (ckpt / "model.safetensors").write_bytes(data)
+    monkeypatch.setattr(train_mod, "FULL_HASH_BYTES", 10)
+    big = train_mod.weights_fingerprint(ckpt)
+    assert big["model.safetensors"]["of"] == "header" and train_mod.weights_problem(ckpt, big) is None

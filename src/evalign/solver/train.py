@@ -24,6 +24,7 @@ from evalign import faults
 from evalign.config import TrainConfig
 from evalign.errors import EvalignError
 from evalign.fsutil import atomic_dir, atomic_write_text
+from evalign.hashing import file_sha256
 from evalign.registry import LOSSES
 
 log = logging.getLogger(__name__)
@@ -243,3 +244,58 @@ def train_preference(
 def expected_steps(n_pairs: int, cfg: TrainConfig, processes: int = 1) -> int:
     per_step = cfg.batch_size * cfg.gradient_accumulation_steps * processes
     return max(1, math.ceil(n_pairs / per_step)) * max(1, math.ceil(cfg.epochs))
+
+
+#: Up to this many bytes of weights a checkpoint's fingerprint hashes whole files; above it
+#: (7B+ models: minutes of hashing on every resume) each file's size and safetensors header.
+FULL_HASH_BYTES = 4 << 30
+
+
+def weights_fingerprint(directory: str | os.PathLike[str]) -> dict[str, dict]:
+    """{file: {"size", "sha256", "of"}} of a checkpoint's weight files (``*.safetensors`` and
+    their index): ``of`` is "file" (the whole file's sha256; checkpoints up to
+    ``FULL_HASH_BYTES``) or "header" (the safetensors header: tensor names, shapes, offsets;
+    with the size it catches a truncated or replaced file, not an edit in place)."""
+    d = Path(directory)
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.name.endswith((".safetensors", ".safetensors.index.json")))
+    whole = sum(p.stat().st_size for p in files) <= FULL_HASH_BYTES
+    out = {}
+    for p in files:
+        by_file = whole or not p.name.endswith(".safetensors")
+        out[p.name] = {"size": p.stat().st_size, "sha256": file_sha256(p) if by_file else _header_sha256(p),
+                       "of": "file" if by_file else "header"}
+    return out
+
+
+def _header_sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        return hashlib.sha256(head + fh.read(min(n, 100 << 20))).hexdigest()
+
+
+def weights_problem(directory: str | os.PathLike[str], recorded: dict[str, dict] | None) -> str | None:
+    """Why the checkpoint in ``directory`` is not the one fingerprinted as ``recorded`` (None:
+    it is). Without a record (runs from before fingerprints) it must hold weight files."""
+    d = Path(directory)
+    if not d.is_dir():
+        return f"checkpoint {d} is missing"
+    try:
+        now = weights_fingerprint(d)
+    except OSError as e:
+        return f"checkpoint {d} cannot be read ({e.strerror})"
+    if not any(name.endswith(".safetensors") for name in now):
+        return f"checkpoint {d} holds no .safetensors weights"
+    if recorded is None:
+        return None
+    for name, rec in sorted(recorded.items()):
+        cur = now.get(name)
+        if cur is None:
+            return f"checkpoint {d}: {name} is missing"
+        if cur["size"] != rec["size"]:
+            return f"checkpoint {d}: {name} has {cur['size']} bytes, {rec['size']} when trained"
+        if cur["sha256"] != rec["sha256"]:
+            return f"checkpoint {d}: {name} changed since it was trained (sha256 differs)"
+    return None

@@ -161,6 +161,21 @@ class RunStore:
     def checkpoints_dir(self) -> Path:
         return self.dir / "checkpoints"
 
+    def checkpoint_record(self, path: str | os.PathLike[str]) -> str:
+        """How a checkpoint of this run is recorded: relative to the run directory
+        (``checkpoints/<name>``), so a moved or copied run finds its own."""
+        return f"checkpoints/{Path(path).name}"
+
+    def checkpoint_path(self, recorded: str) -> Path:
+        """Where a recorded checkpoint of this run is now. Records made before paths were
+        relative hold the absolute or cwd-relative path of the run that wrote them (which may
+        since have moved, or be the original of a copied run): any ``.../checkpoints/<name>``
+        is looked up in this run's own ``checkpoints/``."""
+        p = Path(recorded)
+        if p.parent.name == "checkpoints":
+            return self.checkpoints_dir / p.name
+        return p if p.is_absolute() else self.dir / p
+
     # ------------------------------------------------------------------ stages
 
     def stage_outputs(self, key: str) -> dict[str, Any] | None:
