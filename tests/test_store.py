@@ -141,9 +141,8 @@ def test_opening_a_run_in_a_users_folder_removes_only_evalign_temporaries(tmp_pa
 @pytest.mark.parametrize("name", ["shared?a", "shared#b", "100%41", "with space", "ünï€ode", "a?b#c%20d"])
 def test_any_character_in_the_run_path_keeps_run_db_inside_it(tmp_path, name):
     run = tmp_path / "runs" / name
-    with RunStore(run) as s:
-        with s.transaction():
-            s.set_meta("who", name)
+    with RunStore(run) as s, s.transaction():
+        s.set_meta("who", name)
     assert (run / "run.db").is_file()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [name]  # no runs/shared beside it
     with RunStore(run, readonly=True) as s:

@@ -204,7 +204,7 @@ def test_several_seeds_aggregate_per_arm_with_paired_comparisons(tmp_path, tiny_
 
 def _count_training(monkeypatch):
     """Record (base model, output dir) of every training the loop starts."""
-    import evalign.run.loop as loop
+    from evalign.run import loop
 
     calls = []
     real = loop.train_preference
@@ -230,7 +230,7 @@ def _train_outputs(run_dir):
 def test_a_moved_run_resumes_from_its_own_checkpoints_without_retraining(tmp_path, tiny_model_dir, monkeypatch):
     import shutil
 
-    import evalign.run.loop as loop
+    from evalign.run import loop
 
     passes = {"n": 0}
     real_point = loop.faults.point
