@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,66 @@ def test_cache_through_computes_only_missing_items_and_commits_each_chunk(tmp_pa
     values, new = cache_through(None, "rewards", keys, lambda items: [[1.0, 2.0] for _ in items], row,
                                 lambda r: r["score"], chunk=None)
     assert new == 10 and values[3] == [1.0, 2.0]
+
+
+def test_opening_a_run_in_a_users_folder_removes_only_evalign_temporaries(tmp_path):
+    from evalign.fsutil import atomic_dir, atomic_writer
+
+    user = {"notes.tmp": "mine", ".notes.tmp": "mine too", "data/x.tmp": "keep", "data/.x.tmp": "keep",
+            "checkpoints/.mine.tmp": "keep", "report/.draft.tmp": "keep"}
+    for name, text in user.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "data" / ".folder.tmp").mkdir()
+    # Writes a kill interrupted: a temporary file and a temporary checkpoint directory.
+    with atomic_writer(tmp_path / "config.yaml") as fh:
+        fh.write(b"half")
+        [left_file] = [p for p in tmp_path.iterdir() if "config.yaml" in p.name]
+    left_file.write_bytes(b"half")  # as if a kill had come before the rename
+    left_dir = tmp_path / "checkpoints" / ".evalign-tmp-0123456789abcdef.abcd1234"
+    left_dir.mkdir(parents=True)
+    (left_dir / "model.safetensors").write_bytes(b"x")
+    legacy = tmp_path / "checkpoints" / ".0123456789abcdef.k2j_3x9q.tmp"  # named by older versions
+    legacy.mkdir()
+    with RunStore(tmp_path):
+        pass
+    for name, text in user.items():
+        assert (tmp_path / name).read_text() == text, name
+    assert (tmp_path / "data" / ".folder.tmp").is_dir()
+    assert left_file.name.startswith(".evalign-tmp-") and not left_file.exists()
+    assert not left_dir.exists() and not legacy.exists()
+    with atomic_dir(tmp_path / "d") as tmp:
+        assert tmp.name.startswith(".evalign-tmp-d.")
+
+
+@pytest.mark.parametrize("name", ["shared?a", "shared#b", "100%41", "with space", "ünï€ode", "a?b#c%20d"])
+def test_any_character_in_the_run_path_keeps_run_db_inside_it(tmp_path, name):
+    run = tmp_path / "runs" / name
+    with RunStore(run) as s, s.transaction():
+        s.set_meta("who", name)
+    assert (run / "run.db").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [name]  # no runs/shared beside it
+    with RunStore(run, readonly=True) as s:
+        assert s.get_meta("who") == name
+    assert sqlite3.connect(run / "run.db").execute("SELECT value FROM meta WHERE key='who'").fetchone()[0] == name
+
+
+def test_two_runs_differing_after_a_question_mark_do_not_share_a_database(tmp_path):
+    with RunStore(tmp_path / "shared?a") as a, RunStore(tmp_path / "shared?b") as b:
+        with a.transaction():
+            a.set_meta("who", "a")
+        with b.transaction():
+            b.set_meta("who", "b")
+        assert a.get_meta("who") == "a" and b.get_meta("who") == "b"
+    assert not (tmp_path / "shared").exists()
+
+
+def test_checkpoints_are_recorded_relative_and_old_records_resolve_to_this_run(tmp_path, monkeypatch):
+    with RunStore(tmp_path / "now") as s:
+        rec = s.checkpoint_record(s.checkpoints_dir / "0123456789abcdef")
+        assert rec == "checkpoints/0123456789abcdef"
+        assert s.checkpoint_path(rec) == tmp_path / "now" / "checkpoints" / "0123456789abcdef"
+        # absolute and cwd-relative records of older versions (this run before a move, or a copy's original)
+        for old in ("/elsewhere/before/checkpoints/0123456789abcdef", "runs/before/checkpoints/0123456789abcdef"):
+            assert s.checkpoint_path(old) == tmp_path / "now" / "checkpoints" / "0123456789abcdef"
+        assert s.checkpoint_path("/models/base") == Path("/models/base")  # not a checkpoint of a run

@@ -69,8 +69,8 @@ def snapshot(run_dir: Path) -> dict:
 
     with RunStore(run_dir, readonly=True) as store:
         snap = store.contents()
-        checkpoints = [json.loads(r["outputs"])["checkpoint"] for r in store.stages()
-                       if r["name"] == "train" and r["status"] == "done"]
+        checkpoints = [store.checkpoint_path(json.loads(r["outputs"])["checkpoint"]) for r in store.stages()
+                       if r["name"] == "train" and r["status"] == "done"]  # recorded relative to the run
     snap["complete_checkpoints"] = sorted(
         Path(c).name for c in checkpoints if (Path(c) / "model.safetensors").is_file() and (Path(c) / "config.json").is_file())
     snap["n_checkpoints"] = len(checkpoints)

@@ -16,6 +16,10 @@ from typing import Any, BinaryIO
 
 from evalign.errors import EvalignError, InputError
 
+#: Every temporary evalign writes starts with this: no user's file is named so, and only
+#: names with it are removed as leftovers (:func:`remove_stale_temporaries`).
+TEMP_PREFIX = ".evalign-tmp-"
+
 
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
@@ -26,7 +30,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[B
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -54,11 +58,11 @@ def atomic_dir(target: str | os.PathLike[str], what: str = "directory") -> Itera
     """Yield a temporary sibling directory; on success it replaces ``target`` in one rename.
 
     A checkpoint written through this is either complete or absent: a kill (or a full
-    disk) mid-write leaves only a ``.tmp`` directory, removed here or by the next run.
+    disk) mid-write leaves only a ``.evalign-tmp-*`` directory, removed here or by the next run.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{TEMP_PREFIX}{target.name}."))
     try:
         yield tmp
         if target.exists():
@@ -113,16 +117,25 @@ def read_jsonl(path: str | os.PathLike[str], *, if_empty: str | None = None) -> 
         yield lineno, value
 
 
-def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
-    """Delete ``.*.tmp`` leftovers of writes interrupted by a kill; returns how many."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return 0
+def remove_stale_temporaries(*directories: str | os.PathLike[str]) -> int:
+    """Delete leftovers of writes interrupted by a kill in ``directories``; returns how many.
+
+    Only entries named ``.evalign-tmp-*`` (what :func:`atomic_writer` and :func:`atomic_dir`
+    create), only directly in the given directories (never recursively: a run directory may
+    sit in a user's folder, and a user's own ``*.tmp`` files are theirs).
+    """
     n = 0
-    for p in directory.rglob(".*.tmp"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        n += 1
+    for directory in map(Path, directories):
+        try:
+            entries = list(directory.iterdir())
+        except OSError:  # absent or not a directory
+            continue
+        for p in entries:
+            if not p.name.startswith(TEMP_PREFIX):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
     return n

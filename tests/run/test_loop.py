@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,126 @@ def test_several_seeds_aggregate_per_arm_with_paired_comparisons(tmp_path, tiny_
     assert rows["metric-mean"]["diff_win_rate_vs_default"] is not None
     assert rows["eva"].get("diff_win_rate_vs_default") is None  # the default is the reference
     assert "Δ win rate vs eva" in result.table_markdown
+
+
+# ---------------------------------------------------------------- checkpoints of moved, copied, damaged runs
+
+def _count_training(monkeypatch):
+    """Record (base model, output dir) of every training the loop starts."""
+    from evalign.run import loop
+
+    calls = []
+    real = loop.train_preference
+
+    def counted(base_path, pairs, cfg, out_dir, **kw):
+        calls.append((str(base_path), str(out_dir)))
+        return real(base_path, pairs, cfg, out_dir, **kw)
+
+    monkeypatch.setattr(loop, "train_preference", counted)
+    return calls
+
+
+def _no_eval(tmp_path, tiny_model_dir, name, iterations=1):
+    cfg = tiny_config(tmp_path, tiny_model_dir, name=name, eval={"enabled": False})
+    return validate({**cfg.to_dict(), "run": {**cfg.to_dict()["run"], "iterations": iterations}})
+
+
+def _train_outputs(run_dir):
+    with RunStore(run_dir, readonly=True) as s:
+        return [json.loads(r["outputs"]) for r in s.stages() if r["name"] == "train" and r["status"] == "done"]
+
+
+def test_a_moved_run_resumes_from_its_own_checkpoints_without_retraining(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+
+    from evalign.run import loop
+
+    passes = {"n": 0}
+    real_point = loop.faults.point
+
+    def kill_at_second_training(name):
+        if name == "stage:train:begin":
+            passes["n"] += 1
+            if passes["n"] == 2:
+                raise KeyboardInterrupt("killed before iteration 2 trains")
+        real_point(name)
+
+    monkeypatch.setattr(loop.faults, "point", kill_at_second_training)
+    first = _no_eval(tmp_path, tiny_model_dir, "before", iterations=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(first, arms=[ArmSpec(name="eva")], single=True)
+    [done] = _train_outputs(first.run_dir)
+    assert done["checkpoint"] == f"checkpoints/{Path(done['checkpoint']).name}"  # relative to the run
+    assert done["weights"]["model.safetensors"]["of"] == "file"
+
+    moved = tmp_path / "elsewhere" / "after"
+    moved.parent.mkdir()
+    shutil.move(first.run_dir, moved)
+    calls = _count_training(monkeypatch)
+    second = _no_eval(tmp_path, tiny_model_dir, "elsewhere/after", iterations=2)
+    run_study(second, arms=[ArmSpec(name="eva")], single=True)
+    # only iteration 2 trains, from iteration 1's checkpoint in the moved directory
+    assert len(calls) == 1 and calls[0][0].startswith(str(moved / "checkpoints")) and calls[0][1].startswith(str(moved))
+    with RunStore(moved, readonly=True) as s:
+        entry = json.loads(s.get_meta("study"))["arms"]["eva"]["seeds"]["0"]
+    assert entry["checkpoint"].startswith(str(moved / "checkpoints"))
+    assert all(p.startswith(str(moved)) for p in entry["checkpoints"]) and len(entry["checkpoints"]) == 2
+    calls.clear()
+    run_study(second, arms=[ArmSpec(name="eva")], single=True)
+    assert calls == []
+
+
+def test_a_copied_run_without_its_checkpoint_retrains_instead_of_using_the_originals(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch, caplog):
+    import shutil
+
+    original = _no_eval(tmp_path, tiny_model_dir, "original")
+    run_study(original, arms=[ArmSpec(name="eva")], single=True)
+    copy = tmp_path / "copy"
+    shutil.copytree(original.run_dir, copy)
+    [ckpt] = (copy / "checkpoints").iterdir()
+    shutil.rmtree(ckpt)
+    # as evalign versions before run-relative paths recorded it: the original's absolute path
+    with RunStore(copy) as s, s.transaction():
+        for r in s.stages():
+            if r["name"] == "train":
+                out = json.loads(r["outputs"])
+                out["checkpoint"] = str(original.run_dir / "checkpoints" / ckpt.name)
+                del out["weights"]
+                s.db.execute("UPDATE stages SET outputs=? WHERE key=?", (json.dumps(out), r["key"]))
+    calls = _count_training(monkeypatch)
+    with caplog.at_level("WARNING"):
+        run_study(_no_eval(tmp_path, tiny_model_dir, "copy"), arms=[ArmSpec(name="eva")], single=True)
+    assert len(calls) == 1 and calls[0][1] == str(ckpt)  # trained again, into the copy
+    assert f"checkpoint {ckpt} is missing" in caplog.text
+    with RunStore(copy, readonly=True) as s:
+        entry = json.loads(s.get_meta("study"))["arms"]["eva"]["seeds"]["0"]
+    assert entry["checkpoint"] == str(ckpt) and (ckpt / "model.safetensors").is_file()
+    [done] = _train_outputs(copy)
+    assert done["checkpoint"] == f"checkpoints/{ckpt.name}" and "weights" in done
+
+
+def test_a_truncated_checkpoint_is_detected_and_retrained(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    cfg = _no_eval(tmp_path, tiny_model_dir, "run")
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    [ckpt] = (cfg.run_dir / "checkpoints").iterdir()
+    weights = ckpt / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as fh:
+        fh.truncate(size // 2)
+    calls = _count_training(monkeypatch)
+    with caplog.at_level("WARNING"):
+        run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    assert len(calls) == 1
+    assert f"model.safetensors has {size // 2} bytes, {size} when trained" in caplog.text
+    assert weights.stat().st_size == size
+    # the same bytes of the same size: found by their hash
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    calls.clear()
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    assert len(calls) == 1
+    calls.clear()
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    assert calls == []

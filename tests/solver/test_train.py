@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -69,3 +70,85 @@ def test_disk_full_while_writing_a_checkpoint_leaves_nothing_half_written(tiny_m
         train_preference(str(tiny_model_dir), PAIRS, cfg, tmp_path / "ckpt", quiet=True)
     assert not (tmp_path / "ckpt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt")]
+
+
+HUGE_LR = dict(learning_rate=1e6, epochs=2, batch_size=4, gradient_accumulation_steps=1, max_length=128,
+               warmup_ratio=0.0, min_pairs=1, dtype="float32")
+
+
+def test_a_diverging_training_is_an_error_and_keeps_no_checkpoint(tiny_model_dir, tmp_path):
+    from evalign.errors import EvalignError
+
+    with pytest.raises(EvalignError, match=r"training diverged at step \d+: (loss|grad_norm) (nan|inf); "
+                                           r"lower solver.train.learning_rate \(now 1e\+06\)"):
+        train_preference(str(tiny_model_dir), PAIRS, TrainConfig(**HUGE_LR), tmp_path / "ckpt", seed=0, quiet=True)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no temporary directory
+
+
+def test_non_finite_weights_after_finite_losses_are_caught(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+    from transformers import TrainerCallback
+
+    from evalign.errors import EvalignError
+    from evalign.solver import train as train_mod
+
+    class Poison(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kw):
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("inf")
+
+    build = train_mod._trainer
+
+    def poisoned(*a, **k):
+        trainer = build(*a, **k)
+        trainer.add_callback(Poison())
+        return trainer
+
+    monkeypatch.setattr(train_mod, "_trainer", poisoned)
+    cfg = TrainConfig(**{**HUGE_LR, "learning_rate": 1e-3})
+    with pytest.raises(EvalignError, match=r"training diverged at step 4: 1 weight tensors non-finite \(first: "):
+        train_preference(str(tiny_model_dir), PAIRS, cfg, tmp_path / "ckpt", seed=0, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diverging_launched_training_is_a_one_line_error(tiny_model_dir, tmp_path):
+    from evalign.errors import EvalignError
+    from evalign.solver.launch import launch_training
+
+    accel = tmp_path / "cpu.yaml"
+    accel.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nmixed_precision: 'no'\n"
+                     "use_cpu: true\ndebug: false\nnum_machines: 1\nmachine_rank: 0\nnum_processes: 1\n"
+                     "main_training_function: main\n")
+    cfg = TrainConfig(**HUGE_LR, launcher="accelerate", accelerate_config=str(accel))
+    out = tmp_path / "run" / "checkpoints" / "it1"
+    with pytest.raises(EvalignError) as info:
+        launch_training(str(tiny_model_dir), PAIRS, cfg, out, seed=0, run_dir=tmp_path / "run", quiet=True)
+    msg = str(info.value)
+    assert re.fullmatch(r"training diverged at step \d+: (loss|grad_norm) (nan|inf); lower solver.train."
+                        r"learning_rate \(now 1e\+06\) and rerun; no checkpoint was kept", msg), msg
+    assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_weights_fingerprint_finds_missing_truncated_and_changed_files(tmp_path, monkeypatch):
+    from evalign.solver import train as train_mod
+
+    ckpt = tmp_path / "c"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}" + b"w" * 64)
+    (ckpt / "config.json").write_text("{}")
+    fp = train_mod.weights_fingerprint(ckpt)
+    assert list(fp) == ["model.safetensors"] and fp["model.safetensors"]["of"] == "file"
+    assert train_mod.weights_problem(ckpt, fp) is None
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[:-1] + b"x")
+    assert "changed since it was trained" in train_mod.weights_problem(ckpt, fp)
+    (ckpt / "model.safetensors").write_bytes(data[:10])
+    assert "has 10 bytes, 80 when trained" in train_mod.weights_problem(ckpt, fp)
+    (ckpt / "model.safetensors").unlink()
+    assert "holds no .safetensors weights" in train_mod.weights_problem(ckpt, fp)
+    assert "is missing" in train_mod.weights_problem(tmp_path / "gone", fp)
+    # big checkpoints: size and header only
+    (ckpt / "model.safetensors").write_bytes(data)
+    monkeypatch.setattr(train_mod, "FULL_HASH_BYTES", 10)
+    big = train_mod.weights_fingerprint(ckpt)
+    assert big["model.safetensors"]["of"] == "header" and train_mod.weights_problem(ckpt, big) is None

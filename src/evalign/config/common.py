@@ -15,7 +15,8 @@ from evalign.config.choices import BackendName
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an inf or nan (YAML .inf, .nan) in any float field is a config error.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSpec(Section):

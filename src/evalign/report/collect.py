@@ -106,7 +106,7 @@ def collect(store: RunStore) -> dict[str, Any]:
             "seconds_now": sum(u.seconds for u in arm_uses),
             "creator_calls": sum(u.calls for u in arm_uses if u.name == "evolve"),
             "reward_calls": sum(u.calls for u in arm_uses if u.name.startswith("reward")),
-            "checkpoints": [s.checkpoint for s in seeds.values()],
+            "checkpoints": [s.checkpoint_in(store) for s in seeds.values()],
             "creator_enabled": any(s.creator_enabled for s in seeds.values()),
         })
     _add_eval_calls(rows, study, store)

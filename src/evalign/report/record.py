@@ -53,6 +53,14 @@ class SeedRecord:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def checkpoint_in(self, store) -> str:
+        """The policy's weights as they are found now: a trained checkpoint (policy id
+        ``ckpt:...``) in ``store``'s own run directory (the record holds the path where the run
+        was when it was written), anything else (θ0's model) as recorded."""
+        if self.policy_id.startswith("ckpt:"):
+            return str(store.checkpoint_path(self.checkpoint))
+        return self.checkpoint
+
 
 @dataclass
 class ArmRecord:

@@ -13,6 +13,12 @@ ask for the same work share it, and a finished stage is never run again: rerunni
 command resumes at the first unfinished stage. Inside a stage, unit work (generations,
 rewards, judgments, creator calls) is cached as it completes, so a killed stage redoes only
 what was not yet committed.
+
+A train stage records its checkpoint relative to the run directory (``checkpoints/<key>``) and
+a fingerprint of its weight files (solver/train.py ``weights_fingerprint``). Reusing a finished
+train stage first checks that fingerprint: a checkpoint that is missing (a copied run whose
+weights were deleted), truncated or changed is removed and the stage reruns, training it again
+from the same pairs and seed, with a warning saying why.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from evalign.prompts import load_prompts
 from evalign.report.record import StageUse
 from evalign.judge.reward import RewardModel, build_reward_model
 from evalign.solver.pairs import Pair, build_pairs, mix_pairs
-from evalign.solver.train import train_preference
+from evalign.solver.train import train_preference, weights_fingerprint, weights_problem
 from evalign.hashing import key_of, sha
 from evalign.store import RunStore
 
@@ -70,9 +76,17 @@ class Runner:
     # ------------------------------------------------------------------ stage machinery
 
     def stage(self, name: str, arm: str, iteration: int, inputs: dict[str, Any],
-              fn: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+              fn: Callable[[str], dict[str, Any]],
+              stale: Callable[[dict[str, Any]], str | None] | None = None) -> dict[str, Any]:
+        """The outputs of stage ``name``: stored ones if it finished (and ``stale`` of them,
+        when given, is None), else ``fn(key)``'s, stored."""
         key = key_of(name, inputs)
         done = self.store.stage_outputs(key)
+        why = stale(done) if done is not None and stale is not None else None
+        if why is not None:
+            log.warning("%s stage of %s iteration %d runs again: %s", name, arm, iteration, why)
+            say(f"  {name}: running again ({why})")
+            done = None
         if done is not None:
             self.uses.append(StageUse(arm, iteration, name, key, True, 0.0, done.get("_seconds", 0.0)))
             log_event(log, "stage reused", stage=name, arm=arm, iteration=iteration, key=key)
@@ -301,20 +315,36 @@ class Runner:
                 from evalign.progress import is_quiet
 
                 result = train_preference(base_path, pairs, tc, out_dir, seed=seed, quiet=is_quiet())
-            return result.as_dict()
+            out = result.as_dict()
+            if not result.skipped:
+                out["checkpoint"] = self.store.checkpoint_record(out_dir)
+                out["weights"] = weights_fingerprint(out_dir)
+            return out
+
+        def stale(done: dict[str, Any]) -> str | None:
+            if done.get("skipped"):
+                return None
+            path = self.store.checkpoint_path(done["checkpoint"])
+            why = weights_problem(path, done.get("weights"))
+            if why is not None and path.parent == self.store.checkpoints_dir and path.is_dir():
+                import shutil
+
+                shutil.rmtree(path)  # so neither training nor a finished launch job reuses it
+            return why
 
         out = self.stage("train", arm, it, {"policy": state.policy_id, "pairs": pairs_content,
-                                           "train": tc.model_dump(mode="json"), "seed": cfg.run.seed}, train)
+                                           "train": tc.model_dump(mode="json"), "seed": cfg.run.seed}, train, stale)
         if out.get("skipped"):
             say(f"  train: skipped ({out.get('reason')})")
             return
-        state.policy_path = out["checkpoint"]
+        checkpoint = str(self.store.checkpoint_path(out["checkpoint"]))
+        state.policy_path = checkpoint
         state.policy_id = f"ckpt:{out['_key'][:16]}"
-        state.checkpoints.append(out["checkpoint"])
+        state.checkpoints.append(checkpoint)
         state.train_pairs += int(out["n_pairs"])
         losses = out.get("losses") or []
         say(f"  train: {out['n_pairs']} pairs, {out['steps']} steps"
-            + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "") + f" -> {out['checkpoint']}")
+            + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "") + f" -> {checkpoint}")
 
     def free_accelerator_memory(self) -> None:
         """Before training: drop the sampling policy, and on a GPU also the reward model and

@@ -128,7 +128,8 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
             answers_cache[key] = ev.answers(llm, seed_offset=offset)
         return answers_cache[key]
 
-    def checkpoint(path: str) -> str | None:
+    def checkpoint(entry: SeedRecord) -> str | None:
+        path = entry.checkpoint_in(s.store)
         return None if path == cfg.policy.model else path
 
     say("[bold]evaluation[/bold]")
@@ -156,12 +157,12 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
         baseline = baseline_arm.seeds.get(str(seed_index)) if baseline_arm else None
         for name in arm_names:
             entry = study.arms[name].seeds[str(seed_index)]
-            policy = (entry.policy_id, checkpoint(entry.checkpoint), 0)
+            policy = (entry.policy_id, checkpoint(entry), 0)
             add_winrate(entry, "win_rate_vs_theta0", policy, theta0)
             add_score(entry, policy)
             if baseline is not None and name != BASELINE_ARM:
                 add_winrate(entry, "win_rate_vs_baseline", policy,
-                            (baseline.policy_id, checkpoint(baseline.checkpoint), 0))
+                            (baseline.policy_id, checkpoint(baseline), 0))
 
     def key(stage: str, inputs: dict) -> dict:
         return {**inputs, "eval": eval_fp, "judge": judge_id}
@@ -197,7 +198,7 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
     for arm in study.arms.values():
         for entry in arm.seeds.values():
             if entry.eval:
-                policy = (entry.policy_id, checkpoint(entry.checkpoint), 0)
+                policy = (entry.policy_id, checkpoint(entry), 0)
                 winrate_answers = answers(*policy).winrate_answers
                 entry.mean_answer_chars = sum(map(len, winrate_answers)) / max(1, len(winrate_answers))
     s.pool.release_policy()

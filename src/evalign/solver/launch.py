@@ -137,6 +137,9 @@ def launch_training(
         log.info("reusing finished training job %s", job_dir)
         return TrainResult(**json.loads(result_path.read_text(encoding="utf-8")))
     result_path.unlink(missing_ok=True)
+    from evalign.solver.train_entry import error_path
+
+    error_path(result_path).unlink(missing_ok=True)
     job_path = write_job(job_dir, base_path, pairs, cfg, out_dir, seed)
     argv = build_command(job_path, cfg)
     atomic_write_text(job_dir / "command.sh", "#!/bin/sh\n# other nodes: set EVALIGN_MACHINE_RANK first\n"
@@ -148,6 +151,8 @@ def launch_training(
     if quiet:
         env["EVALIGN_QUIET"] = "1"
     rc, tail = _run_streaming(argv, env, job_dir / "train.log", echo=not quiet)
+    if rc != 0 and error_path(result_path).is_file():  # the job's own one-line error (e.g. training diverged)
+        raise EvalignError(error_path(result_path).read_text(encoding="utf-8").strip())
     if rc != 0:
         shown = "\n".join(tail[-15:])
         raise EvalignError(

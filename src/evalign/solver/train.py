@@ -22,7 +22,9 @@ from pathlib import Path
 
 from evalign import faults
 from evalign.config import TrainConfig
+from evalign.errors import EvalignError
 from evalign.fsutil import atomic_dir, atomic_write_text
+from evalign.hashing import file_sha256
 from evalign.registry import LOSSES
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,61 @@ def to_dataset(pairs: Sequence[dict]):
     ])
 
 
+class DivergedError(EvalignError):
+    """Training produced a non-finite loss, gradient norm or weight; nothing of it is kept."""
+
+    def __init__(self, cfg: TrainConfig, step: int, what: str) -> None:
+        super().__init__(
+            f"training diverged at step {step}: {what}; lower solver.train.learning_rate "
+            f"(now {cfg.learning_rate:g}) and rerun; no checkpoint was kept"
+        )
+
+
+def watch_finite():
+    """A TrainerCallback that stops training at the first logged non-finite loss or gradient
+    norm (TRL logs both every step here); its ``problem`` is then (step, "loss nan")."""
+    from transformers import TrainerCallback
+
+    class WatchFinite(TrainerCallback):
+        problem: tuple[int, str] | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for name in ("loss", "grad_norm"):
+                try:
+                    value = float((logs or {})[name])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if self.problem is None and not math.isfinite(value):
+                    self.problem = (int(state.global_step), f"{name} {value}")
+                    control.should_training_stop = True
+
+    return WatchFinite()
+
+
+def nonfinite_tensors(named) -> list[str]:
+    """Names of the tensors in ``named`` ((name, tensor) pairs) holding an inf or nan."""
+    import torch
+
+    return [name for name, t in named if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
+
+
+def check_finite(cfg: TrainConfig, trainer, model=None) -> None:
+    """Raise :class:`DivergedError` if training logged a non-finite loss or gradient norm, or
+    (given ``model``) a weight is non-finite."""
+    watch = next((c for c in trainer.callback_handler.callbacks if hasattr(c, "problem")), None)
+    if watch is not None and watch.problem is not None:
+        raise DivergedError(cfg, *watch.problem)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise DivergedError(cfg, bad + 1, f"loss {losses[bad]}")
+    if model is not None:
+        names = nonfinite_tensors(model.named_parameters())
+        if names:
+            raise DivergedError(cfg, int(trainer.state.global_step),
+                                f"{len(names)} weight tensors non-finite (first: {names[0]})")
+
+
 def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: int, quiet: bool):
     import torch
 
@@ -118,8 +175,10 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
             target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
         )
     loss = LOSSES.get(cfg.loss)
-    return loss.build(cfg, common, model=model, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config)
+    trainer = loss.build(cfg, common, model=model, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    trainer.add_callback(watch_finite())
+    return trainer
 
 
 def train_preference(
@@ -133,7 +192,9 @@ def train_preference(
 ) -> TrainResult:
     """Train ``base_path`` on ``pairs`` (dicts with prompt/chosen/rejected) into ``out_dir``.
 
-    Fewer pairs than ``cfg.min_pairs``: training is skipped and the base policy is kept.
+    Fewer pairs than ``cfg.min_pairs``: training is skipped and the base policy is kept. A
+    non-finite loss, gradient norm or weight stops training with :class:`DivergedError` and
+    leaves no ``out_dir``.
     """
     t0 = time.perf_counter()
     if len(pairs) < cfg.min_pairs:
@@ -157,6 +218,7 @@ def train_preference(
         trained = trainer.model
         if cfg.lora.enabled:
             trained = trained.merge_and_unload()
+        check_finite(cfg, trainer, trained)
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -182,3 +244,58 @@ def train_preference(
 def expected_steps(n_pairs: int, cfg: TrainConfig, processes: int = 1) -> int:
     per_step = cfg.batch_size * cfg.gradient_accumulation_steps * processes
     return max(1, math.ceil(n_pairs / per_step)) * max(1, math.ceil(cfg.epochs))
+
+
+#: Up to this many bytes of weights a checkpoint's fingerprint hashes whole files; above it
+#: (7B+ models: minutes of hashing on every resume) each file's size and safetensors header.
+FULL_HASH_BYTES = 4 << 30
+
+
+def weights_fingerprint(directory: str | os.PathLike[str]) -> dict[str, dict]:
+    """{file: {"size", "sha256", "of"}} of a checkpoint's weight files (``*.safetensors`` and
+    their index): ``of`` is "file" (the whole file's sha256; checkpoints up to
+    ``FULL_HASH_BYTES``) or "header" (the safetensors header: tensor names, shapes, offsets;
+    with the size it catches a truncated or replaced file, not an edit in place)."""
+    d = Path(directory)
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.name.endswith((".safetensors", ".safetensors.index.json")))
+    whole = sum(p.stat().st_size for p in files) <= FULL_HASH_BYTES
+    out = {}
+    for p in files:
+        by_file = whole or not p.name.endswith(".safetensors")
+        out[p.name] = {"size": p.stat().st_size, "sha256": file_sha256(p) if by_file else _header_sha256(p),
+                       "of": "file" if by_file else "header"}
+    return out
+
+
+def _header_sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        return hashlib.sha256(head + fh.read(min(n, 100 << 20))).hexdigest()
+
+
+def weights_problem(directory: str | os.PathLike[str], recorded: dict[str, dict] | None) -> str | None:
+    """Why the checkpoint in ``directory`` is not the one fingerprinted as ``recorded`` (None:
+    it is). Without a record (runs from before fingerprints) it must hold weight files."""
+    d = Path(directory)
+    if not d.is_dir():
+        return f"checkpoint {d} is missing"
+    try:
+        now = weights_fingerprint(d)
+    except OSError as e:
+        return f"checkpoint {d} cannot be read ({e.strerror})"
+    if not any(name.endswith(".safetensors") for name in now):
+        return f"checkpoint {d} holds no .safetensors weights"
+    if recorded is None:
+        return None
+    for name, rec in sorted(recorded.items()):
+        cur = now.get(name)
+        if cur is None:
+            return f"checkpoint {d}: {name} is missing"
+        if cur["size"] != rec["size"]:
+            return f"checkpoint {d}: {name} has {cur['size']} bytes, {rec['size']} when trained"
+        if cur["sha256"] != rec["sha256"]:
+            return f"checkpoint {d}: {name} changed since it was trained (sha256 differs)"
+    return None

@@ -18,7 +18,10 @@ multi-process job must:
   so under ZeRO-3 the model is loaded in bf16). A pure-bf16 AdamW step at the paper's
   lr 5e-7 would round most updates away.
 
-With one process this gives the checkpoint in-process training gives.
+With one process this gives the checkpoint in-process training gives. A non-finite loss,
+gradient norm or weight (checked on every rank, the verdict shared) stops the job before
+anything is saved: no checkpoint, and the error's one line in ``error.txt`` beside
+``result.json`` for the launcher to report.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ import time
 from pathlib import Path
 
 from evalign.config import TrainConfig
-from evalign.fsutil import atomic_write_text
-from evalign.solver.train import TrainResult, _trainer, _weights_dtype, to_dataset
+from evalign.errors import EvalignError
+from evalign.fsutil import TEMP_PREFIX, atomic_write_text
+from evalign.solver.train import (DivergedError, TrainResult, _trainer, _weights_dtype, check_finite,
+                                  nonfinite_tensors, to_dataset)
 
 log = logging.getLogger("evalign.solver.train_entry")
 
@@ -75,7 +80,7 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(cfg, dist_type, mixed),
                                                  use_safetensors=True)
     out_dir = Path(out_dir)
-    staging = out_dir.parent / f".{out_dir.name}.launch.tmp"  # the same path on every rank
+    staging = out_dir.parent / f"{TEMP_PREFIX}{out_dir.name}.launch"  # the same path on every rank
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -83,6 +88,11 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
 
     trainer = _trainer(cfg, model, tokenizer, to_dataset(pairs), str(staging / "_trainer"), seed, quiet)
     trainer.train()
+    diverged = _diverged(cfg, trainer, state)
+    if diverged is not None:  # every rank gets the same verdict, so none waits on a collective
+        if state.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise diverged
     if cfg.lora.enabled:
         trainer.save_model(str(staging / "_adapter"))
     else:
@@ -110,6 +120,34 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
     return TrainResult(str(out_dir), len(pairs), steps, seconds, losses, packing=packing)
 
 
+def _diverged(cfg: TrainConfig, trainer, state) -> DivergedError | None:
+    """The divergence of this job, if any, agreed on by every rank: the logged losses and
+    gradient norms are the same on every rank; the weights are checked shard by shard (under
+    ZeRO-3 a rank holds only ``ds_tensor`` partitions) and the counts summed."""
+    try:
+        check_finite(cfg, trainer)
+    except DivergedError as e:
+        return e
+    import torch
+
+    named = ((n, getattr(p, "ds_tensor", p).detach()) for n, p in trainer.model.named_parameters())
+    bad = nonfinite_tensors(named)
+    count = torch.tensor([float(len(bad))], device=state.device)
+    if state.num_processes > 1:
+        from accelerate.utils import reduce
+
+        count = reduce(count, reduction="sum")
+    if count.item() > 0:
+        return DivergedError(cfg, int(trainer.state.global_step), f"{int(count.item())} weight tensors non-finite"
+                             + (f" (first: {bad[0]})" if bad else ""))
+    return None
+
+
+def error_path(result_path: str | os.PathLike[str]) -> Path:
+    """Where a launched job leaves the one line of the EvalignError that stopped it."""
+    return Path(result_path).with_name("error.txt")
+
+
 def _merge_adapter(base_path: str, adapter_dir: Path, target: Path, cfg: TrainConfig) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -128,10 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job = read_job(argv[0])
     quiet = os.environ.get("EVALIGN_QUIET", "") not in ("", "0")
-    result = train_launched(job["base_path"], job["pairs_list"], job["train"], job["out_dir"],
-                            seed=job["seed"], quiet=quiet)
     from accelerate import PartialState
 
+    try:
+        result = train_launched(job["base_path"], job["pairs_list"], job["train"], job["out_dir"],
+                                seed=job["seed"], quiet=quiet)
+    except EvalignError as e:
+        if PartialState().is_main_process:
+            atomic_write_text(error_path(job["result"]), str(e))
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if PartialState().is_main_process:
         atomic_write_text(job["result"], json.dumps(result.as_dict(), indent=1))
         log.info("trained %d pairs in %d steps (%.1fs) -> %s", result.n_pairs, result.steps, result.seconds,

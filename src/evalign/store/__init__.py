@@ -23,8 +23,11 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import shutil
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,8 +55,9 @@ class RunStore:
         self._lock_fh = None
         if lock and not readonly:
             self._acquire_lock()
-            remove_stale_temporaries(self.dir)
-        uri = f"file:{self.dir / 'run.db'}" + ("?mode=ro" if readonly else "")
+            self._remove_stale_temporaries()
+        # Escaped: a '?', '#' or '%' in the path would otherwise end or change the file name.
+        uri = "file:" + urllib.parse.quote(str((self.dir / "run.db").absolute())) + ("?mode=ro" if readonly else "")
         self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         if not readonly:
@@ -82,6 +86,16 @@ class RunStore:
         fh.write(str(os.getpid()))
         fh.flush()
         self._lock_fh = fh
+
+    def _remove_stale_temporaries(self) -> None:
+        """Leftovers of writes a kill interrupted, only where evalign writes in the run directory."""
+        d = self.dir
+        remove_stale_temporaries(d, d / "checkpoints", d / "report", d / "logs",
+                                 *(p for p in (d / "launch").glob("*") if p.is_dir()))
+        # Temporary checkpoints of evalign versions before the .evalign-tmp- prefix.
+        for p in (d / "checkpoints").glob(".*.tmp"):
+            if _LEGACY_CHECKPOINT_TMP.fullmatch(p.name) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
 
     def close(self) -> None:
         if getattr(self, "db", None) is not None:
@@ -146,6 +160,21 @@ class RunStore:
     @property
     def checkpoints_dir(self) -> Path:
         return self.dir / "checkpoints"
+
+    def checkpoint_record(self, path: str | os.PathLike[str]) -> str:
+        """How a checkpoint of this run is recorded: relative to the run directory
+        (``checkpoints/<name>``), so a moved or copied run finds its own."""
+        return f"checkpoints/{Path(path).name}"
+
+    def checkpoint_path(self, recorded: str) -> Path:
+        """Where a recorded checkpoint of this run is now. Records made before paths were
+        relative hold the absolute or cwd-relative path of the run that wrote them (which may
+        since have moved, or be the original of a copied run): any ``.../checkpoints/<name>``
+        is looked up in this run's own ``checkpoints/``."""
+        p = Path(recorded)
+        if p.parent.name == "checkpoints":
+            return self.checkpoints_dir / p.name
+        return p if p.is_absolute() else self.dir / p
 
     # ------------------------------------------------------------------ stages
 
@@ -346,6 +375,9 @@ class RunStore:
             "stages": "SELECT key, name FROM stages WHERE status = 'done'",
         }
         return {name: sorted(tuple(r) for r in self.db.execute(q)) for name, q in queries.items()}
+
+
+_LEGACY_CHECKPOINT_TMP = re.compile(r"\.[0-9a-f]{16}\.(launch|[a-z0-9_]{8})\.tmp")
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
