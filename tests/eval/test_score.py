@@ -1,9 +1,8 @@
-"""Win rate, scores and judges with scripted judges: position swap, caching, parsing, injection."""
+"""Average scores with scripted judges: references, context, per-question means, log-prob grades."""
 
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 
@@ -11,27 +10,6 @@ from evalign.backends.scripted import ScriptedLLM
 from evalign.eval.formats import MTQuestion
 from evalign.eval.score import judge_scores
 from evalign.judge import GradeItem, Judge
-
-QUESTIONS = [f"Explain idea number {i} in two sentences." for i in range(24)]
-GOOD = [f"Idea {i} is a concept with two parts. It matters because it explains how things {i} work." for i in range(24)]
-BROKEN = [" ".join(a.split()[:3]) for a in GOOD]
-
-
-def _answers(conv):
-    text = conv[-1]["content"]
-    a = re.search(r"<answer_A>\n(.*?)\n</answer_A>", text, re.S).group(1)
-    b = re.search(r"<answer_B>\n(.*?)\n</answer_B>", text, re.S).group(1)
-    return a, b
-
-
-def first_always(conv, choices, prefix):
-    return [0.0 if c == "A" else -9.0 for c in choices]
-
-
-def longer_wins(conv, choices, prefix):
-    a, b = _answers(conv)
-    p_a = 0.9 if len(a) > len(b) else 0.1 if len(a) < len(b) else 0.5
-    return [math.log(p_a) if c == "A" else math.log(1 - p_a) for c in choices]
 
 
 def test_scores_show_references_and_context_and_average_per_question():
