@@ -10,7 +10,7 @@ the bottom of the package: it imports nothing of evalign.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -60,14 +60,6 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.what} {name!r}; choose one of: {', '.join(items)}")
         return items[name]
 
-    def check(self, name: str) -> str:
-        """``name`` if registered, else a ValueError listing the choices (a pydantic validator)."""
-        self.get(name)
-        return name
-
-    def validator(self) -> Callable[[str], str]:
-        return self.check
-
     def __contains__(self, name: object) -> bool:
         return name in self._load()
 
@@ -79,6 +71,9 @@ class Registry(Generic[T]):
 
     def items(self):
         return self._load().items()
+
+    def values(self):
+        return self._load().values()
 
     def __getitem__(self, name: str) -> T:
         return self.get(name)

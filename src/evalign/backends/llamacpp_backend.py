@@ -233,12 +233,15 @@ PROBE_ENV = "EVALIGN_LLAMACPP_EXTRA_BUFFERS"
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    line = next((ln for ln in _cpuinfo().splitlines() if ln.startswith("flags")), "")
     return set(line.partition(":")[2].split())
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return ""
 
 
 def extra_buffers_run(gguf_path: str | Path) -> bool:
@@ -257,8 +260,7 @@ def extra_buffers_run(gguf_path: str | Path) -> bool:
     from evalign.weights import cache_dir
 
     path = Path(gguf_path)
-    cpu = next((ln for ln in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines()
-                if ln.startswith("model name")), "")
+    cpu = next((ln for ln in _cpuinfo().splitlines() if ln.startswith("model name")), "")
     key = stable_hash([cpu, platform.release(), llama_cpp.__version__, str(Path(llama_cpp.__file__).parent),
                        path.name, path.stat().st_size if path.exists() else 0])
     record = cache_dir() / "llamacpp-probe" / f"{key}.json"

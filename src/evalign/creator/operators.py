@@ -22,7 +22,7 @@ registered in ``evalign.registry.OPERATORS`` (``creator.operator``'s choices).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,22 +98,8 @@ for _op in (
     OPERATOR_REGISTRY.register(_op.name, _op)
 
 
-class _OperatorView(Mapping[str, Operator]):
-    """The registered operators as a read-only mapping (``.values()``), always current."""
-
-    def __getitem__(self, name: str) -> Operator:
-        if name not in OPERATOR_REGISTRY:
-            raise KeyError(name)
-        return OPERATOR_REGISTRY.get(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(OPERATOR_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(OPERATOR_REGISTRY)
-
-
-OPERATORS: Mapping[str, Operator] = _OperatorView()
+#: The registered operators (a registry: iterate names, ``.values()``, ``[name]``).
+OPERATORS = OPERATOR_REGISTRY
 
 
 def get_operator(name: str) -> Operator:
