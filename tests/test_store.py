@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,46 @@ def test_stage_is_done_only_after_finish(tmp_path):
         s.begin_stage("st", "generate", "eva", 1)
         assert s.stage_outputs("st") is None
         s.finish_stage("st", {"n": 3}, 1.5)
-        assert s.stage_outputs("st") == {"n": 3}
+        assert s.stage_outputs("st") == {"n": 3, "_seconds": 1.5, "_calls": 0}
     with RunStore(tmp_path) as s:  # survives reopening
-        assert s.stage_outputs("st") == {"n": 3}
+        assert s.stage_outputs("st") == {"n": 3, "_seconds": 1.5, "_calls": 0}
+
+
+def _gen_rows(keys):
+    return [{"key": k, "model_id": "m", "prompt_sha": "c", "params_sha": "p", "sample_index": 0, "seed": 0, "text": k} for k in keys]
+
+
+def test_a_stage_counts_the_calls_and_time_of_attempts_a_kill_ended(tmp_path):
+    with RunStore(tmp_path) as s:  # the first attempt commits 3 generations, then its process dies
+        s.begin_stage("st", "generate", "eva", 1)
+        s.put("generations", _gen_rows(["a", "b", "c"]))
+        s.put("rewards", [{"key": "r", "reward_id": "j", "prompt_sha": "p", "response_sha": "q", "score": 1.0}],
+              calls=False)  # read off stored judgments: not a call of its own
+    time.sleep(0.05)
+    with RunStore(tmp_path) as s:  # the resumed attempt finds them cached and computes 2 more
+        s.begin_stage("st", "generate", "eva", 1)
+        s.put("generations", _gen_rows(["a", "d", "e"]))  # "a" is already stored: not a new call
+        seconds, calls = s.finish_stage("st", {"n": 5}, 0.25)
+        assert calls == 5 and seconds > 0.25  # the first attempt's time up to its last commit counts
+        assert s.stage_outputs("st")["_calls"] == 5
+        assert s.wall_seconds() > 0 and s.db.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'wall:%'").fetchone()[0] == 2
+        s.begin_stage("st", "generate", "eva", 1)  # a finished stage run again (stale) starts afresh
+        assert s.finish_stage("st", {}, 0.1) == (pytest.approx(0.1), 0)
+
+
+def test_a_run_from_before_stage_accounting_opens_and_gains_the_columns(tmp_path):
+    import sqlite3 as sq
+
+    with RunStore(tmp_path) as s:
+        s.begin_stage("st", "generate", "eva", 1)
+    db = sq.connect(tmp_path / "run.db")
+    db.execute("ALTER TABLE stages DROP COLUMN calls")
+    db.execute("ALTER TABLE stages DROP COLUMN spent")
+    db.commit()
+    db.close()
+    with RunStore(tmp_path) as s:
+        s.begin_stage("st", "generate", "eva", 1)
+        assert s.finish_stage("st", {}, 1.0) == (1.0, 0)
 
 
 def test_a_second_process_gets_a_one_line_in_use_error(tmp_path):
@@ -95,7 +133,7 @@ def test_cache_through_computes_only_missing_items_and_commits_each_chunk(tmp_pa
         s.put("rewards", [{"key": "k1-0", **row(1, 0, -1.0)}])  # one value of item 1 is cached
         asked, commits = [], []
         real_put = s.put
-        s.put = lambda table, rows: (commits.append(len(rows)), real_put(table, rows))
+        s.put = lambda table, rows, **kw: (commits.append(len(rows)), real_put(table, rows, **kw))
         values, new = cache_through(s, "rewards", keys, lambda items: (asked.append(items), [[10.0 * i + j for j in range(2)] for i in items])[1],
                                     row, lambda r: r["score"], chunk=2)
         assert values[1] == [-1.0, 11.0] and values[4] == [40.0, 41.0]

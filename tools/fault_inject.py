@@ -11,6 +11,12 @@ rows, and every checkpoint complete.
 
     python tools/fault_inject.py              # >= 20 kills (a few minutes on 2 cores)
     python tools/fault_inject.py --quick      # 3 kills, as the test suite runs it
+    python tools/fault_inject.py --full       # the real built-in judge and creator (llama.cpp),
+                                              # >= 20 kills (about half an hour on 2 cores)
+
+Besides the store, the report's work figures must match: every stage use (computed or reused,
+and its model calls) and each arm's creator, reward and judge calls. Wall time cannot match; it
+must count every process, the killed ones up to their last commit.
 """
 
 from __future__ import annotations
@@ -61,6 +67,21 @@ eval:
   self_check: false
 """
 
+# The real built-in creator and judge (qwen2.5-coder-1.5b-instruct through llama.cpp), whose
+# scores depended on what the process had scored before: a resumed run differed from an
+# uninterrupted one. The policy stays tiny; sizes keep one run to a few minutes on 2 cores.
+BUILTIN_JUDGE = "{model: qwen2.5-coder-1.5b-instruct, backend: llamacpp, n_ctx: 2048}"
+FULL_CONFIG = CONFIG.replace("limit: 6", "limit: 4").replace(
+    "model: {{model: rewrite, backend: scripted}}", "model: " + BUILTIN_JUDGE.replace("{", "{{").replace("}", "}}")
+).replace(
+    "reward: {{kind: judge_pointwise, model: {{model: echo, backend: scripted}}}}",
+    "reward: {{kind: judge_pointwise, max_response_tokens: 16, model: "
+    + BUILTIN_JUDGE.replace("{", "{{").replace("}", "}}") + "}}",
+).replace(
+    "judge: {{model: echo, backend: scripted}}", "judge: " + BUILTIN_JUDGE.replace("{", "{{").replace("}", "}}")
+).replace("num_samples: 3", "num_samples: 2").replace("winrate_limit: 4", "winrate_limit: 3").replace(
+    "mt_limit: 2", "mt_limit: 1")
+
 ARMS = ["--arm", "eva", "--arm", "no-creator"]
 
 
@@ -74,7 +95,31 @@ def snapshot(run_dir: Path) -> dict:
     snap["complete_checkpoints"] = sorted(
         Path(c).name for c in checkpoints if (Path(c) / "model.safetensors").is_file() and (Path(c) / "config.json").is_file())
     snap["n_checkpoints"] = len(checkpoints)
+    snap["figures"] = figures(run_dir)
     return snap
+
+
+def figures(run_dir: Path) -> dict:
+    """The report's work figures that do not depend on timing."""
+    from evalign.report.collect import collect
+    from evalign.store import RunStore
+
+    with RunStore(run_dir, readonly=True) as store:
+        uses = json.loads(store.get_meta("study") or "{}").get("stage_uses", [])
+        rows = collect(store)["rows"]
+    return {
+        "stage_uses": sorted((u["arm"], u["iteration"], u["name"], u["key"], u["reused"], u["calls"]) for u in uses),
+        "arm_calls": sorted((r["arm"], r["creator_calls"], r["reward_calls"], r["judge_calls"]) for r in rows),
+    }
+
+
+def wall_seconds(run_dir: Path) -> tuple[float, int]:
+    """The run's recorded wall time and how many processes it counts."""
+    from evalign.store import RunStore
+
+    with RunStore(run_dir, readonly=True) as store:
+        vals = [float(r[0]) for r in store.db.execute("SELECT value FROM meta WHERE key LIKE 'wall:%'")]
+    return sum(vals), len(vals)
 
 
 def run(config: Path, env_extra: dict | None = None, kill_after: float | None = None) -> int:
@@ -106,6 +151,8 @@ def stage_running(run_dir: Path) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 targeted kills in one run (the test suite's check)")
+    ap.add_argument("--full", action="store_true",
+                    help="the real built-in judge and creator; random kills interleaved with the targeted ones")
     ap.add_argument("--random-kills", type=int, default=6, help="kills at random moments, besides the targeted ones")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
@@ -120,7 +167,7 @@ def main() -> int:
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         path = work / f"{name}.yaml"
-        path.write_text(CONFIG.format(out=out, policy=policy))
+        path.write_text((FULL_CONFIG if args.full else CONFIG).format(out=out, policy=policy))
         return path
 
     t0 = time.time()
@@ -128,15 +175,23 @@ def main() -> int:
     assert run(ref_cfg) == 0
     reference = snapshot(work / "reference")
     ref_seconds = time.time() - t0
+    ref_wall, _ = wall_seconds(work / "reference")
 
+    rng = random.Random(args.seed)
     if args.quick:
         plans = [["stage:reward_pool:begin", "commit:generations:2", "checkpoint:written"]]
+        random_kills = 0
+    elif args.full:  # three runs, each killed at a third of the stage points and at random moments
+        plans = []
+        for i in range(3):
+            plan: list[str | None] = list(STAGE_POINTS[i::3]) + [None] * args.random_kills
+            rng.shuffle(plan)
+            plans.append(plan)
         random_kills = 0
     else:
         points = list(STAGE_POINTS)
         plans = [points[i::3] for i in range(3)]
         random_kills = args.random_kills
-    rng = random.Random(args.seed)
     kills = identical = 0
     report = []
     for n, plan in enumerate(plans + [[None] * random_kills] if random_kills else plans):
@@ -154,11 +209,15 @@ def main() -> int:
             report.append(f"{name}: SIGKILL at {where}" if code == -signal.SIGKILL else f"{name}: {where}")
         assert run(cfg) == 0  # resume to the end
         got = snapshot(work / name)
+        wall, processes = wall_seconds(work / name)
+        report.append(f"{name}: wall time {wall:.0f} s over {processes} processes "
+                      f"(uninterrupted: {ref_wall:.0f} s)")
         same = got == reference
         identical += int(same)
         if not same:
             diff = {k: (len(reference[k]) if isinstance(reference[k], list) else reference[k],
                         len(got[k]) if isinstance(got[k], list) else got[k])
+                    if k != "figures" else "figures differ"
                     for k in reference if reference[k] != got[k]}
             report.append(f"{name}: DIFFERS from the reference: {diff}")
     print("\n".join(report))

@@ -79,6 +79,18 @@ def snapshot(run_dir):
         }
 
 
+def figures(run_dir):
+    """The report's work figures that must not depend on interruptions: each stage use (computed
+    or reused, and its model calls) and each arm's creator and reward calls."""
+    from evalign.report.collect import collect
+
+    with RunStore(run_dir, readonly=True) as s:
+        uses = json.loads(s.get_meta("study"))["stage_uses"]
+        rows = collect(s)["rows"]
+    return (sorted((u["arm"], u["iteration"], u["name"], u["key"], u["reused"], u["calls"]) for u in uses),
+            sorted((r["arm"], r["creator_calls"], r["reward_calls"], r["judge_calls"]) for r in rows))
+
+
 @pytest.fixture(autouse=True)
 def _reset_interrupt():
     _interrupt.update(at=None, calls=0)
@@ -143,6 +155,16 @@ def test_resume_after_a_kill_mid_stage_ends_like_an_uninterrupted_run(tmp_path, 
     run_study(killed, arms=[ArmSpec(name="eva")], single=True)
     a, b = snapshot(clean.run_dir), snapshot(killed.run_dir)
     assert a == b
+    # The report counts the killed process's work too: the stages it finished are computed by
+    # this run (not "reused"), and the killed stage's calls include those committed before the kill.
+    uses, rows = figures(killed.run_dir)
+    assert (uses, rows) == figures(clean.run_dir)
+    assert any(calls for *_, calls in uses) and all(not reused for *_, reused, _ in uses)
+    with RunStore(killed.run_dir, readonly=True) as s:
+        walls = [float(r[0]) for r in s.db.execute("SELECT value FROM meta WHERE key LIKE 'wall:%'")]
+        study = json.loads(s.get_meta("study"))
+    assert len(walls) == 2 and all(w > 0 for w in walls)  # both processes' time, the killed one's too
+    assert study["wall_seconds"] == pytest.approx(sum(walls))
 
 
 def test_arms_share_equal_stages(tmp_path, tiny_model_dir):

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 class RewardModel(ABC):
     reward_id: str
+    #: Whether a stored reward is a model call of its own (a classifier's score) rather than
+    #: read off judgments the judge stored, which count as the calls.
+    scores_are_calls = False
 
     def score(
         self, prompts: Sequence[str], responses: Sequence[Sequence[str]], store: RunStore | None = None
@@ -44,7 +47,7 @@ class RewardModel(ABC):
             compute=lambda items: self._score([prompts[i] for i in items], [responses[i] for i in items]),
             to_row=lambda i, j, s: {"reward_id": self.reward_id, "prompt_sha": sha(prompts[i]),
                                     "response_sha": sha(responses[i][j]), "score": float(s)},
-            from_row=lambda row: row["score"], chunk=None,
+            from_row=lambda row: row["score"], chunk=None, calls=self.scores_are_calls,
         )
         return [[float(s) for s in row] for row in values]
 
@@ -98,6 +101,8 @@ class JudgePairwiseAnchorReward(RewardModel):
 
 class ClassifierReward(RewardModel):
     """A sequence-classification reward model over the chat-formatted (prompt, response)."""
+
+    scores_are_calls = True
 
     def __init__(self, spec: ModelSpec, batch_size: int = 8, max_length: int = 4096) -> None:
         import torch

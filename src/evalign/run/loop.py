@@ -58,6 +58,12 @@ class ArmState:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def _calls_of(outputs: dict[str, Any]) -> int:
+    """The model calls a finished stage's attempts committed (runs before that was counted
+    record the finishing attempt's count as ``calls``)."""
+    return int(outputs.get("_calls", outputs.get("calls", 0)) or 0)
+
+
 def derived_seed(*parts: Any) -> int:
     return int(key_of("seed", *parts)[:8], 16)
 
@@ -71,6 +77,8 @@ class Runner:
         self.pool = pool
         self.eval_prompts = eval_prompts or []
         self.uses: list[StageUse] = []
+        #: Keys of stages an earlier process of this study used (its recorded stage uses).
+        self.recorded: set[str] = set()
         self._reward_models: dict[str, RewardModel] = {}
 
     # ------------------------------------------------------------------ stage machinery
@@ -88,20 +96,28 @@ class Runner:
             say(f"  {name}: running again ({why})")
             done = None
         if done is not None:
-            self.uses.append(StageUse(arm, iteration, name, key, True, 0.0, done.get("_seconds", 0.0)))
+            if self._first_use(key):  # finished by an earlier process of this run, which a kill ended
+                self.uses.append(StageUse(arm, iteration, name, key, False, done.get("_seconds", 0.0),
+                                          done.get("_seconds", 0.0), _calls_of(done)))
+            else:
+                self.uses.append(StageUse(arm, iteration, name, key, True, 0.0, done.get("_seconds", 0.0)))
             log_event(log, "stage reused", stage=name, arm=arm, iteration=iteration, key=key)
             return {**done, "_key": key}
         self.store.begin_stage(key, name, arm, iteration)
         faults.point(f"stage:{name}:begin")
         t0 = time.perf_counter()
         out = fn(key)
-        seconds = time.perf_counter() - t0
         faults.point(f"stage:{name}:end")
-        out["_seconds"] = seconds
-        self.store.finish_stage(key, out, seconds)
-        self.uses.append(StageUse(arm, iteration, name, key, False, seconds, seconds, int(out.get("calls", 0))))
+        seconds, calls = self.store.finish_stage(key, out, time.perf_counter() - t0)
+        out = {**out, "_seconds": seconds, "_calls": calls}
+        self.uses.append(StageUse(arm, iteration, name, key, False, seconds, seconds, calls))
         log_event(log, "stage done", stage=name, arm=arm, iteration=iteration, key=key, seconds=round(seconds, 2))
         return {**out, "_key": key}
+
+    def _first_use(self, key: str) -> bool:
+        """Whether no use of stage ``key`` is recorded yet: the stage was computed for this study
+        (by a process a kill ended before it recorded its uses), not reused from elsewhere."""
+        return key not in self.recorded and all(u.key != key for u in self.uses)
 
     # ------------------------------------------------------------------ shared pieces
 

@@ -77,10 +77,13 @@ def run_study(
     n_seeds = seeds or cfg.ablation.seeds
     for arm in arm_specs:  # an arm may name other models: resolve them all before the first stage
         check_models(arm_config(cfg, arm, 0))
-    t_start = time.perf_counter()
     with open_run(cfg, verbose=verbose) as s:
         runner = Runner(cfg, s.store, s.pool, eval_prompts=s.evaluator.texts() if s.evaluator else [])
         study = StudyRecord.from_json(s.store.get_meta("study"))
+        runner.recorded = {u.key for u in study.stage_uses}
+        if study.wall_seconds and not s.store.wall_seconds():  # a run from before wall time was stored
+            with s.store.transaction():
+                s.store.set_meta("wall:earlier", str(study.wall_seconds))
         study.single = single
         study.default_arm = DEFAULT_ARM if not single else arm_specs[0].name
         study.baseline_arm = BASELINE_ARM
@@ -100,8 +103,9 @@ def run_study(
         if s.evaluator is not None:
             _evaluate(s, runner, study, [a.name for a in arm_specs], n_seeds)
         study.stage_uses = study.stage_uses + list(runner.uses)
-        study.wall_seconds = (study.wall_seconds or 0.0) + (time.perf_counter() - t_start)
         with s.store.transaction():
+            s.store.note_wall()
+            study.wall_seconds = s.store.wall_seconds()
             s.store.set_meta("study", study.to_json())
         result = build_report(s.store)
     return result

@@ -29,6 +29,7 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ class RunStore:
         self.dir = Path(run_dir)
         self.readonly = readonly
         self._in_tx = False
+        self._stage: _OpenStage | None = None  # the stage being computed, for its durable accounting
+        self._opened = time.time()
+        self._process = f"wall:{os.getpid()}:{self._opened:.6f}"
         if readonly:
             if not (self.dir / "run.db").is_file():
                 raise FileNotFoundError(f"{self.dir} is not an evalign run directory (no run.db)")
@@ -65,6 +69,7 @@ class RunStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
+            self._add_missing_columns()
             self._init_meta()
 
     # ------------------------------------------------------------------ lifecycle
@@ -111,6 +116,13 @@ class RunStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _add_missing_columns(self) -> None:
+        """Columns later versions of this schema added (run directories of older versions)."""
+        have = {r["name"] for r in self.db.execute("PRAGMA table_info(stages)")}
+        for col, decl in (("calls", "INTEGER NOT NULL DEFAULT 0"), ("spent", "REAL NOT NULL DEFAULT 0")):
+            if col not in have:
+                self.db.execute(f"ALTER TABLE stages ADD COLUMN {col} {decl}")
 
     def _init_meta(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -186,20 +198,52 @@ class RunStore:
         return json.loads(row["outputs"] or "{}")
 
     def begin_stage(self, key: str, name: str, arm: str | None, iteration: int | None) -> None:
+        """Open a stage attempt. An earlier attempt that died keeps what it counted (calls it
+        committed, seconds up to its last commit); a finished stage run again starts afresh."""
         with self.transaction():
             self.db.execute(
                 "INSERT INTO stages(key, name, arm, iteration, status, started_at) VALUES (?,?,?,?, 'running', ?) "
-                "ON CONFLICT(key) DO UPDATE SET status='running', started_at=excluded.started_at",
+                "ON CONFLICT(key) DO UPDATE SET status='running', started_at=excluded.started_at, "
+                "calls=CASE WHEN status='done' THEN 0 ELSE calls END, "
+                "spent=CASE WHEN status='done' THEN 0 ELSE spent END",
                 (key, name, arm, iteration, time.time()),
             )
+            prior = self.db.execute("SELECT spent FROM stages WHERE key=?", (key,)).fetchone()["spent"]
+        self._stage = _OpenStage(key, time.time(), float(prior or 0.0))
 
-    def finish_stage(self, key: str, outputs: dict[str, Any], seconds: float) -> None:
-        """Mark a stage done; call inside the transaction that writes its last rows."""
+    def finish_stage(self, key: str, outputs: dict[str, Any], seconds: float) -> tuple[float, int]:
+        """Mark a stage done; call inside the transaction that writes its last rows. Returns the
+        stage's seconds and calls over every attempt (``seconds`` is this attempt's); outputs
+        record both as ``_seconds`` and ``_calls``."""
+        open_ = self._stage if self._stage is not None and self._stage.key == key else None
+        total = seconds + (open_.prior if open_ else 0.0)
         with self.transaction():
+            calls = int(self.db.execute("SELECT calls FROM stages WHERE key=?", (key,)).fetchone()["calls"] or 0)
+            outputs = {**outputs, "_seconds": total, "_calls": calls}
             self.db.execute(
-                "UPDATE stages SET status='done', finished_at=?, seconds=?, outputs=? WHERE key=?",
-                (time.time(), seconds, json.dumps(outputs, sort_keys=True, default=str), key),
+                "UPDATE stages SET status='done', finished_at=?, seconds=?, spent=?, outputs=? WHERE key=?",
+                (time.time(), total, total, json.dumps(outputs, sort_keys=True, default=str), key),
             )
+            self.note_wall()
+        self._stage = None
+        return total, calls
+
+    def _note_progress(self, calls: int) -> None:
+        """Inside a write transaction: what the open stage attempt has committed so far."""
+        if self._stage is not None:
+            st = self._stage
+            self.db.execute("UPDATE stages SET calls=calls+?, spent=? WHERE key=? AND status='running'",
+                            (calls, st.prior + time.time() - st.started, st.key))
+        self.note_wall()
+
+    def note_wall(self) -> None:
+        """This process's time so far, so a killed process's time still counts in the run's."""
+        self.set_meta(self._process, str(time.time() - self._opened))
+
+    def wall_seconds(self) -> float:
+        """Seconds every process of this run spent, each up to its last commit."""
+        rows = self.db.execute("SELECT value FROM meta WHERE key LIKE 'wall:%'").fetchall()
+        return sum(float(r["value"]) for r in rows)
 
     def stages(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM stages ORDER BY started_at").fetchall()
@@ -272,18 +316,22 @@ class RunStore:
             out.update({r["key"]: r for r in self.db.execute(q, chunk)})
         return out
 
-    def put(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert cache rows in one transaction (existing keys are kept: first write wins)."""
+    def put(self, table: str, rows: Sequence[dict[str, Any]], *, calls: bool = True) -> None:
+        """Insert cache rows in one transaction (existing keys are kept: first write wins). Each
+        new row counts as one model call of the open stage unless ``calls`` is False (rows
+        derived from calls counted elsewhere, such as rewards read off stored judgments)."""
         assert table in ("generations", "rewards", "judgments")
         if not rows:
             return
         now = time.time()
         cols = sorted(set(rows[0]) | {"created_at"})
         with self.transaction():
+            before = self.db.total_changes
             self.db.executemany(
                 f"INSERT OR IGNORE INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                 [[r.get(c, now) if c == "created_at" else r.get(c) for c in cols] for r in rows],
             )
+            self._note_progress(self.db.total_changes - before if calls else 0)
         faults.point(f"commit:{table}")
 
     # ------------------------------------------------------------------ pairs and metrics
@@ -375,6 +423,13 @@ class RunStore:
             "stages": "SELECT key, name FROM stages WHERE status = 'done'",
         }
         return {name: sorted(tuple(r) for r in self.db.execute(q)) for name, q in queries.items()}
+
+
+@dataclass
+class _OpenStage:
+    key: str
+    started: float  # this attempt's start (time.time())
+    prior: float  # seconds earlier attempts spent
 
 
 _LEGACY_CHECKPOINT_TMP = re.compile(r"\.[0-9a-f]{16}\.(launch|[a-z0-9_]{8})\.tmp")

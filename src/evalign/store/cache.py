@@ -26,8 +26,8 @@ class CacheThrough(Generic[T]):
     by the caller chunk by chunk with :meth:`fill` (which commits them)."""
 
     def __init__(self, store: RunStore | None, table: str, keys: Sequence[Sequence[str]],
-                 from_row: Callable[[sqlite3.Row], T]) -> None:
-        self.store, self.table = store, table
+                 from_row: Callable[[sqlite3.Row], T], *, calls: bool = True) -> None:
+        self.store, self.table, self.calls = store, table, calls
         self.keys = [list(row) for row in keys]
         hits = store.cached(table, [k for row in self.keys for k in row]) if store is not None else {}
         self._values: list[list[T]] = [[from_row(hits[k]) if k in hits else _MISSING for k in row]
@@ -57,7 +57,7 @@ class CacheThrough(Generic[T]):
                     if self.store is not None:
                         rows.append({**to_row(i, j, value), "key": self.keys[i][j]})
         if self.store is not None:
-            self.store.put(self.table, rows)
+            self.store.put(self.table, rows, calls=self.calls)
 
     @property
     def values(self) -> list[list[T]]:
@@ -70,10 +70,13 @@ def cache_through(store: RunStore | None, table: str, keys: Sequence[Sequence[st
                   compute: Callable[[list[int]], Sequence[Sequence[T]]],
                   to_row: Callable[[int, int, T], dict[str, Any]], from_row: Callable[[sqlite3.Row], T],
                   *, chunk: int | None = 16, order: Callable[[int], Any] | None = None,
-                  advance: Callable[[int], None] | None = None) -> tuple[list[list[T]], int]:
+                  advance: Callable[[int], None] | None = None,
+                  calls: bool = True) -> tuple[list[list[T]], int]:
     """(values of every key, how many were computed now): ``compute(item indices)`` returns the
-    values of those items; each chunk is committed before the next is computed."""
-    look = CacheThrough(store, table, keys, from_row)
+    values of those items; each chunk is committed before the next is computed. ``calls``: each
+    new row is a model call of the open stage (False for values derived from calls stored
+    elsewhere)."""
+    look = CacheThrough(store, table, keys, from_row, calls=calls)
     for items in look.chunks(chunk, order):
         look.fill(items, compute(items), to_row)
         if advance is not None:

@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS stages (
     started_at REAL,
     finished_at REAL,
     seconds REAL,
-    outputs TEXT
+    outputs TEXT,
+    calls INTEGER NOT NULL DEFAULT 0,  -- model results its attempts committed (all attempts)
+    spent REAL NOT NULL DEFAULT 0  -- seconds its attempts spent, each up to its last commit
 );
 CREATE TABLE IF NOT EXISTS prompts (
     id INTEGER PRIMARY KEY,
