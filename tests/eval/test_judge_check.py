@@ -10,7 +10,7 @@ import re
 import pytest
 
 from evalign.backends.scripted import ScriptedLLM
-from evalign.config import Config
+from evalign.config import Config, validate
 from evalign.errors import InputError
 from evalign.eval import formats
 from evalign.eval.judge_check import (
@@ -75,10 +75,11 @@ def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EVALIGN_CACHE", str(tmp_path / "cache"))
 
 
-def _run(tmp_path, capsys, llm=None, **kw):
+def _run(tmp_path, capsys, llm=None, screen=True, **kw):
     """Results, the text ``evalign judge-check`` prints for them, and the pool."""
     pool = Pool(llm or ScriptedLLM(choice_fn=half_blind, model_id="scripted:judge"), Policy())
-    results = run_judge_check(Config(), judge="judge", backend="scripted", out=tmp_path / "run", pool=pool, **kw)
+    cfg = Config() if screen else validate({"eval": {"screen_injections": False}})
+    results = run_judge_check(cfg, judge="judge", backend="scripted", out=tmp_path / "run", pool=pool, **kw)
     assert capsys.readouterr().out == ""  # the library returns; only the command prints
     return results, format_report(results, tmp_path / "run"), pool
 
@@ -93,7 +94,7 @@ def test_each_variant_gets_a_row_and_its_own_saved_result(tmp_path, capsys):
     assert len(paths) == len(variants) and all(p.is_file() for p in paths)
     saved = json.loads((tmp_path / "run" / "judge_check.json").read_text())
     assert [d["variant"] for d in saved] == variants
-    assert results[0].template_version == PAIR_VERSION
+    assert results[0].template_version == Judge(ScriptedLLM()).pair_version != PAIR_VERSION  # screened
     ens = next(r for r in results if r.variant == "ensemble")
     # base and rubric were judged just before: the ensemble asks only its alt phrasing anew.
     assert set(ens.components) == {"base", "rubric", "alt"} and ens.calls_per_pair == 2
@@ -231,7 +232,7 @@ def test_injection_flip_rate_counts_verdicts_taken_over_by_an_instruction_in_the
     assert len(inj) == INJECTED_N == 24 and len({(PAIRS[i].category, PAIRS[i].difficulty) for i, _, _ in inj}) == 12
     assert {pid for _, pid, _ in inj} == {i["id"] for i in load_injections()}  # every phrasing is used
     llm = ScriptedLLM(choice_fn=_gullible, model_id="scripted:judge")
-    (pair, point), out, _ = _run(tmp_path, capsys, llm=llm, kind="pairwise,pointwise")
+    (pair, point), out, _ = _run(tmp_path, capsys, llm=llm, kind="pairwise,pointwise", screen=False)
     assert pair.accuracy.value == point.accuracy.value == 1.0  # the plain check is unaffected ...
     assert pair.calls_per_pair == 2  # ... and timed apart from the injected twins
     for r in (pair, point):  # ... and every injection takes the verdict over
@@ -243,6 +244,14 @@ def test_injection_flip_rate_counts_verdicts_taken_over_by_an_instruction_in_the
     assert row.endswith(f"| {100 * 1.0:.1f} [{100 * point.injection_flip_rate.ci_low:.1f}, 100.0] (n=24) |")
     saved = json.loads((tmp_path / "run" / "judge_check.json").read_text())
     assert [d["injection_flip_rate"]["n"] for d in saved] == [24, 24]
+
+
+def test_the_screen_stops_every_injection_a_gullible_judge_follows(tmp_path, capsys):
+    llm = ScriptedLLM(choice_fn=_gullible, model_id="scripted:judge")
+    (pair, point), _, _ = _run(tmp_path, capsys, llm=llm, kind="pairwise,pointwise")
+    assert pair.accuracy.value == point.accuracy.value == 1.0
+    for r in (pair, point):
+        assert r.injection_flip_rate.value == 0.0 and r.injection_flip_rate.n == 24
 
 
 def test_a_judge_that_ignores_injections_has_no_flips(tmp_path, capsys):

@@ -261,8 +261,11 @@ def test_sequence_logprob_matches_the_backends_exact_choice_probability(tiny_mod
 
 
 def test_base_keeps_its_template_version_and_cache_key():
-    judge = Judge(ScriptedLLM())
+    judge = Judge(ScriptedLLM(), screen=False)
     assert judge.pair_version == PAIR_VERSION and judge.grade_version == GRADE_VERSION
+    # The injection screen decides some verdicts without the judge: its version differs, its
+    # cache key (what the judge said) does not.
+    assert Judge(ScriptedLLM()).pair_key(ITEM) == judge.pair_key(ITEM)
     legacy = key_of("pair", "scripted", PAIR_VERSION, "logprobs", sha(ITEM.question), sha(ITEM.answer_a),
                     sha(ITEM.answer_b), sha(""))
     assert judge.pair_key(ITEM) == legacy
@@ -305,7 +308,7 @@ def test_cached_verdicts_of_different_variants_never_mix(tmp_path):
         [r2] = Judge(llm, store=store, variant="rubric").compare([ITEM])
         assert r2.cached and r2.p_a == pytest.approx(0.7) and len(llm.calls) == 2
         versions = {row[0] for row in store.db.execute("SELECT prompt_version FROM judgments")}
-        assert versions == {PAIR_VERSION, Judge(llm, variant="rubric").pair_version}
+        assert versions == {PAIR_VERSION, Judge(llm, variant="rubric", screen=False).pair_version}
 
 
 def test_default_judge_prompt_is_unchanged_by_the_category_field():

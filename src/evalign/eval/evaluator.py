@@ -53,7 +53,7 @@ class Evaluator:
             self._judge = Judge(self.pool.get(self.cfg.judge), mode=self.cfg.judge_mode, store=self.store,
                                 parse_retries=self.cfg.parse_retries,
                                 max_answer_tokens=self.cfg.max_judge_answer_tokens, seed=self.seed,
-                                variant=self.cfg.judge_variant)
+                                variant=self.cfg.judge_variant, screen=self.cfg.screen_injections)
         return self._judge
 
     def texts(self) -> list[str]:

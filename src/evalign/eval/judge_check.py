@@ -339,7 +339,8 @@ def run_judge_check(cfg: Config, *, judge: str | None = None, backend: str | Non
                 for v in (names if k == "pairwise" else ["base"]):
                     policy = pool.get(_tiebreak_spec(cfg)) if get_variant(v).needs_policy else None
                     j = Judge(llm, mode=cfg.eval.judge_mode, store=store, parse_retries=cfg.eval.parse_retries,
-                              max_answer_tokens=cfg.eval.max_judge_answer_tokens, variant=v, tiebreak_llm=policy)
+                              max_answer_tokens=cfg.eval.max_judge_answer_tokens, variant=v, tiebreak_llm=policy,
+                              screen=cfg.eval.screen_injections)
                     if k == "pairwise":
                         results.append(check_pairwise(j, pairs, source))
                     elif k == "pointwise":

@@ -39,6 +39,7 @@ from evalign.judge.prompts import (
     grade_prompt,
     pair_prompt,
 )
+from evalign.judge.screen import SCREEN_VERSION, addresses_judge
 from evalign.judge.variants import PHRASINGS, TIEBREAK_BAND, JudgeVariant, Phrasing, get_variant
 from evalign.judge.verdicts import (
     GradeItem,
@@ -95,6 +96,7 @@ class Judge:
         variant: str = "base",
         tiebreak_llm: LLM | None = None,
         tiebreak_band: float = TIEBREAK_BAND,
+        screen: bool = True,
     ) -> None:
         self.llm = llm
         self.mode = ("logprobs" if llm.exact_logprobs else "generate") if mode == "auto" else mode
@@ -116,9 +118,14 @@ class Judge:
         self.tiebreak_llm = tiebreak_llm if spec.needs_policy else None
         self.tiebreak_band = tiebreak_band
         self.tiebreaks = 0  # pairs whose verdict the policy decided
+        self.screen = screen
+        self.screened = 0  # answers judged by the injection screen, not the judge
         extra = f"{tiebreak_llm.model_id}|{tiebreak_band}" if self.tiebreak_llm is not None else ""
         self.pair_version = spec.version(PAIR_VERSION, extra)
         self.grade_version = spec.version(GRADE_VERSION, extra)
+        if screen:  # the verdicts of screened answers differ: results measured without it do not apply
+            self.pair_version = sha(f"{self.pair_version}|screen:{SCREEN_VERSION}", 12)
+            self.grade_version = sha(f"{self.grade_version}|screen:{SCREEN_VERSION}", 12)
         self._tiebreak_cache: dict[str, float] = {}
 
     @property
@@ -172,12 +179,23 @@ class Judge:
 
     def compare(self, items: Sequence[PairItem], description: str = "judging pairs") -> list[Verdict]:
         """One verdict per item, in the order given: ``p_a`` = P(answer A is better)."""
-        keys = [self.pair_key(i) for i in items]
-        return self._run("pairwise", items, keys, self._compare_one, description)
+        return self._screening(items, _screened_pair, lambda rest: self._run(
+            "pairwise", rest, [self.pair_key(i) for i in rest], self._compare_one, description))
 
     def grade(self, items: Sequence[GradeItem], description: str = "grading answers") -> list[Verdict]:
-        keys = [self.grade_key(i) for i in items]
-        return self._run("single", items, keys, self._grade_one, description)
+        return self._screening(items, _screened_grade, lambda rest: self._run(
+            "single", rest, [self.grade_key(i) for i in rest], self._grade_one, description))
+
+    def _screening(self, items, screened_verdict, judge_rest) -> list[Verdict]:
+        """``judge_rest``'s verdicts, except where an answer addresses the judge
+        (:mod:`evalign.judge.screen`): those are decided without asking, and not stored (the
+        cache holds what the judge said)."""
+        decided = {i: v for i, item in enumerate(items)
+                   if self.screen and (v := screened_verdict(item)) is not None}
+        self.screened += len(decided)
+        rest = [item for i, item in enumerate(items) if i not in decided]
+        it = iter(judge_rest(rest) if rest else [])
+        return [decided[i] if i in decided else next(it) for i in range(len(items))]
 
     def combine(self, p_first: float | None, p_second: float | None, item: PairItem | None = None) -> float | None:
         """P(``item.answer_a`` is better) from its two verdicts: ``p_first`` judged as given
@@ -356,6 +374,23 @@ def _cut_at(text: str, stop: Sequence[str]) -> str:
     """Text before the first stop string (for backends that do not honour ``stop``)."""
     cut = min((text.find(s) for s in stop if s in text), default=-1)
     return text[:cut] if cut >= 0 else text
+
+
+def _screened_pair(item: PairItem) -> Verdict | None:
+    """When exactly one answer addresses the judge, the other wins."""
+    a, b = addresses_judge(item.answer_a), addresses_judge(item.answer_b)
+    if (a is None) == (b is None):
+        return None
+    p_a = 0.0 if a is not None else 1.0
+    return Verdict(p_a=p_a, label="A" if p_a else "B",
+                   raw=json.dumps({"screened": "A" if a is not None else "B", "pattern": a or b}))
+
+
+def _screened_grade(item: GradeItem) -> Verdict | None:
+    """An answer that addresses the judge gets the scale's minimum."""
+    pattern = addresses_judge(item.answer)
+    return None if pattern is None else Verdict(score=1.0, label="1.00",
+                                                raw=json.dumps({"screened": True, "pattern": pattern}))
 
 
 def _order_key(item) -> tuple:

@@ -23,6 +23,7 @@ from evalign.config import ModelSpec, RewardConfig
 from evalign.hashing import key_of, sha
 from evalign.judge.judge import Judge
 from evalign.judge.prompts import GRADE_VERSION
+from evalign.judge.screen import SCREEN_VERSION
 from evalign.judge.verdicts import GradeItem, PairItem
 from evalign.progress import track
 from evalign.registry import REWARD_KINDS
@@ -62,10 +63,16 @@ class RewardModel(ABC):
         pass
 
 
+def _screen_suffix(judge: Judge) -> str:
+    """Rewards of a screening judge differ for answers that address it (judge/screen.py)."""
+    return f":screen:{SCREEN_VERSION}" if judge.screen else ""
+
+
 class JudgePointwiseReward(RewardModel):
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
-        self.reward_id = f"judge_pointwise:{judge.judge_id}:{GRADE_VERSION}:{judge.mode}:{judge.max_answer_tokens}"
+        self.reward_id = (f"judge_pointwise:{judge.judge_id}:{GRADE_VERSION}:{judge.mode}:{judge.max_answer_tokens}"
+                          + _screen_suffix(judge))
 
     def _score(self, prompts, responses):
         items = [GradeItem(p, r) for p, rs in zip(prompts, responses) for r in rs]
@@ -154,7 +161,7 @@ def _reward_judge(cfg: RewardConfig, llm: LLM | None, store: RunStore | None) ->
     if llm is None:
         raise ValueError("judge rewards need an LLM")
     return Judge(llm, mode="logprobs" if llm.exact_logprobs else "generate", store=store,
-                 max_answer_tokens=cfg.max_response_tokens)
+                 max_answer_tokens=cfg.max_response_tokens, screen=cfg.screen_injections)
 
 
 @REWARD_KINDS.register("judge_pointwise")
