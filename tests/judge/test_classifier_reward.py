@@ -172,3 +172,17 @@ def test_armorm_style_builder_writes_the_remote_code_layout(armorm_dir):
     assert "from transformers.models.llama.modeling_llama import LLAMA_INPUTS_DOCSTRING" in code
     tok = transformers.AutoTokenizer.from_pretrained(armorm_dir)
     assert tok.eos_token == "<|eot_id|>" and tok.pad_token is None and tok.chat_template
+
+
+def test_max_response_tokens_cuts_the_response_as_the_config_says(armorm_dir):
+    from evalign.config import validate
+    from evalign.judge.reward import build_reward_model
+
+    cfg = validate({"solver": {"reward": {"kind": "classifier", "max_response_tokens": 8,
+                                          "model": {"model": str(armorm_dir), "trust_remote_code": True}}}})
+    rm = build_reward_model(cfg.solver.reward)
+    prompt, response = "Tell me a story.", "Once upon a time " * 10
+    ids = rm.encode(prompt, response)
+    assert ids == rm._chat_ids(prompt, rm.tokenizer.decode(rm._ids(response)[:8]))
+    assert ids[-1] == rm.tokenizer.eos_token_id
+    assert rm.reward_id != _reward(armorm_dir).reward_id  # scores differ: cached apart

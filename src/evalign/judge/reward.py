@@ -139,7 +139,8 @@ class ClassifierReward(RewardModel):
 
     scores_are_calls = True
 
-    def __init__(self, spec: ModelSpec, batch_size: int = 8, max_length: int = 4096) -> None:
+    def __init__(self, spec: ModelSpec, batch_size: int = 8, max_length: int = 4096,
+                 max_response_tokens: int | None = None) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -168,9 +169,10 @@ class ClassifierReward(RewardModel):
             raise ModelNotFoundError(f"reward model '{spec.model}' has no chat template; set chat_template")
         if hasattr(self.model.config, "use_cache"):
             self.model.config.use_cache = False  # one forward pass: no KV cache to build
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self.max_response_tokens = batch_size, max_length, max_response_tokens
         self.reward_id = (f"classifier:{CLASSIFIER_SCORING_VERSION}:{models.model_fingerprint(spec.model)}"
-                          + (f"@{spec.revision}" if spec.revision else ""))
+                          + (f"@{spec.revision}" if spec.revision else "")
+                          + (f":r{max_response_tokens}" if max_response_tokens else ""))
 
     # ------------------------------------------------------------------ tokens
 
@@ -184,7 +186,12 @@ class ClassifierReward(RewardModel):
         return self._ids(text)  # the template writes its own bos
 
     def encode(self, prompt: str, response: str) -> list[int]:
-        """Token ids of the chat, at most ``max_length``: the response's tail is cut first."""
+        """Token ids of the chat, at most ``max_length``: the response's tail is cut first (to
+        ``max_response_tokens`` when set, as judge rewards cut it)."""
+        if self.max_response_tokens is not None:
+            r_ids = self._ids(response)
+            if len(r_ids) > self.max_response_tokens:
+                response = self.tokenizer.decode(r_ids[: self.max_response_tokens])
         ids = self._chat_ids(prompt, response)
         if len(ids) <= self.max_length:
             return ids
@@ -295,7 +302,7 @@ def _judge_pairwise_anchor(cfg: RewardConfig, llm: LLM | None, store: RunStore |
 
 @REWARD_KINDS.register("classifier")
 def _classifier(cfg: RewardConfig, llm: LLM | None, store: RunStore | None) -> RewardModel:
-    return ClassifierReward(cfg.model)
+    return ClassifierReward(cfg.model, batch_size=cfg.model.batch_size, max_response_tokens=cfg.max_response_tokens)
 
 
 def build_reward_model(cfg: RewardConfig, llm: LLM | None = None, store: RunStore | None = None) -> RewardModel:
