@@ -183,9 +183,10 @@ def main() -> int:
         random_kills = 0
     elif args.full:  # three runs, each killed at a third of the stage points and at random moments
         plans = []
-        for i in range(3):
-            plan: list[str | None] = list(STAGE_POINTS[i::3]) + [None] * args.random_kills
-            rng.shuffle(plan)
+        for i in range(3):  # the targeted points in run order (a passed point is never reached again)
+            plan: list[str | None] = list(STAGE_POINTS[i::3])
+            for _ in range(args.random_kills):
+                plan.insert(rng.randrange(len(plan)), None)
             plans.append(plan)
         random_kills = 0
     else:
@@ -199,7 +200,7 @@ def main() -> int:
         cfg = config_for(name)
         for target in plan:
             if target is None:
-                code = run(cfg, kill_after=rng.uniform(1.0, ref_seconds))
+                code = run(cfg, kill_after=rng.uniform(3.0, ref_seconds / 2))
                 where = stage_running(work / name) if code == -signal.SIGKILL else "finished first"
             else:
                 code = run(cfg, env_extra={"EVALIGN_KILL_AT": target})

@@ -77,8 +77,10 @@ class Runner:
         self.pool = pool
         self.eval_prompts = eval_prompts or []
         self.uses: list[StageUse] = []
-        #: Keys of stages an earlier process of this study used (its recorded stage uses).
+        #: Keys of stages an earlier process of this study used, and those uses (arm, iteration,
+        #: stage name, key): the study record's stage uses.
         self.recorded: set[str] = set()
+        self.recorded_uses: set[tuple[str, int, str, str]] = set()
         self._reward_models: dict[str, RewardModel] = {}
 
     # ------------------------------------------------------------------ stage machinery
@@ -96,7 +98,9 @@ class Runner:
             say(f"  {name}: running again ({why})")
             done = None
         if done is not None:
-            if self._first_use(key):  # finished by an earlier process of this run, which a kill ended
+            if (arm, iteration, name, key) in self.recorded_uses:
+                pass  # this use is in the study record already: a rerun adds nothing to the figures
+            elif self._first_use(key):  # finished by an earlier process of this run, which a kill ended
                 self.uses.append(StageUse(arm, iteration, name, key, False, done.get("_seconds", 0.0),
                                           done.get("_seconds", 0.0), _calls_of(done)))
             else:

@@ -81,6 +81,7 @@ def run_study(
         runner = Runner(cfg, s.store, s.pool, eval_prompts=s.evaluator.texts() if s.evaluator else [])
         study = StudyRecord.from_json(s.store.get_meta("study"))
         runner.recorded = {u.key for u in study.stage_uses}
+        runner.recorded_uses = {(u.arm, u.iteration, u.name, u.key) for u in study.stage_uses}
         if study.wall_seconds and not s.store.wall_seconds():  # a run from before wall time was stored
             with s.store.transaction():
                 s.store.set_meta("wall:earlier", str(study.wall_seconds))
