@@ -65,12 +65,15 @@ def load_dtype(cfg: TrainConfig, distributed_type: str, mixed_precision: str):
 def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
                    seed: int, quiet: bool = False) -> TrainResult:
     """Train on every rank; the main process writes ``out_dir`` (complete or absent)."""
+    import torch
     import transformers
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
-    state = PartialState()
+    # cpu= as the trainer's use_cpu: without it a CPU launch's ranks each see a single
+    # process here (is_main_process everywhere) until TrainingArguments re-initialises the state.
+    state = PartialState(cpu=not torch.cuda.is_available())
     dist_type = str(getattr(state.distributed_type, "value", state.distributed_type))
     mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     transformers.set_seed(seed)
@@ -86,7 +89,8 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
         staging.mkdir(parents=True)
     state.wait_for_everyone()
 
-    trainer = _trainer(cfg, model, tokenizer, to_dataset(pairs), str(staging / "_trainer"), seed, quiet)
+    dataset = shared_dataset(pairs, staging / "_data", state)
+    trainer = _trainer(cfg, model, tokenizer, dataset, str(staging / "_trainer"), seed, quiet)
     trainer.train()
     diverged = _diverged(cfg, trainer, state)
     if diverged is not None:  # every rank gets the same verdict, so none waits on a collective
@@ -105,7 +109,8 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
         if cfg.lora.enabled:
             _merge_adapter(base_path, staging / "_adapter", staging, cfg)
         tokenizer.save_pretrained(staging)
-        shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        for scratch in ("_trainer", "_data"):
+            shutil.rmtree(staging / scratch, ignore_errors=True)
         for extra in ("training_args.bin",):
             (staging / extra).unlink(missing_ok=True)
         atomic_write_text(staging / "evalign_train.json", json.dumps(
@@ -118,6 +123,24 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
     state.wait_for_everyone()
     seconds = time.perf_counter() - t0
     return TrainResult(str(out_dir), len(pairs), steps, seconds, losses, packing=packing)
+
+
+def shared_dataset(pairs: list[dict], where: Path, state):
+    """The pairs as a Dataset stored in ``where``, a directory every rank sees at the same path.
+
+    TRL's DPOTrainer precomputes the reference log-probabilities on every rank, lets the main
+    process write them to ``dataset._get_cache_file_path(fingerprint)`` and has every rank
+    read that file back. For an in-memory Dataset that path is a random name in a per-process
+    temporary directory, so ranks other than the main one look for a file that does not exist
+    (FileNotFoundError). A dataset stored on disk puts its cache files, that one included, in
+    its own directory under a name made from the fingerprint rank 0 broadcasts: the same file
+    on every rank."""
+    from datasets import load_from_disk
+
+    if state.is_main_process:
+        to_dataset(pairs).save_to_disk(str(where))
+    state.wait_for_everyone()
+    return load_from_disk(str(where))
 
 
 def _diverged(cfg: TrainConfig, trainer, state) -> DivergedError | None:
