@@ -84,3 +84,31 @@ def test_in_process_vllm_engines_must_fit_one_gpu_together():
               "solver": {"reward": {"model": _vllm("org/j", 0.9)}}})
     validate({"policy": _vllm("org/p", 0.9, tensor_parallel_size=2),
               "solver": {"reward": {"model": _vllm("org/j", 0.9)}}})
+
+
+@pytest.mark.parametrize("key, value, why", [
+    ("temperature", 2.5, "less than or equal to 2"),  # vLLM: "temperature must be in [0, 2]"
+    ("temperature", -0.1, "greater than or equal to 0"),
+    ("top_p", 0.0, "greater than 0"),  # vLLM: "top_p must be in (0, 1]"
+    ("top_p", 1.5, "less than or equal to 1"),
+    ("max_new_tokens", 0, "greater than or equal to 1"),  # vLLM: max_tokens at least 1
+])
+def test_sampling_outside_what_every_backend_takes_is_a_one_line_config_error(key, value, why):
+    for section in ("solver.sampling", "creator.sampling", "eval.answer_sampling"):
+        data: dict = {}
+        node = data
+        for part in section.split("."):
+            node = node.setdefault(part, {})
+        node[key] = value
+        with pytest.raises(ConfigError, match=rf"^config: {section}\.{key}: Input should be {why}") as e:
+            validate(data)
+        assert "\n" not in str(e.value)
+
+
+def test_the_sampling_bounds_themselves_are_accepted():
+    from evalign.config import SamplingConfig
+    from evalign.config.common import MAX_TEMPERATURE
+
+    assert MAX_TEMPERATURE == 2.0
+    SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=1)
+    SamplingConfig(temperature=2.0, top_p=1e-6)

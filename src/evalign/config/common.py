@@ -96,11 +96,21 @@ def builtin_judge() -> ModelSpec:
     return ModelSpec(model="qwen2.5-coder-1.5b-instruct", backend="llamacpp")
 
 
+#: The highest sampling temperature every backend accepts (vLLM's SamplingParams: [0, 2]).
+MAX_TEMPERATURE = 2.0
+
+
 class SamplingConfig(Section):
     """Decoding settings of one generation stage."""
 
     max_new_tokens: int = Field(256, ge=1, description="Longest generated answer, in tokens.")
-    temperature: float = Field(0.7, ge=0.0, le=5.0, description="Sampling temperature; 0 is greedy.")
+    # The bounds are the strictest backend's: vLLM's SamplingParams takes temperature in [0, 2]
+    # and top_p in (0, 1], as do OpenAI-compatible APIs; llama.cpp and the transformers
+    # backend take any temperature >= 0. A wider config would pass here and fail mid-run.
+    temperature: float = Field(
+        0.7, ge=0.0, le=MAX_TEMPERATURE,
+        description="Sampling temperature; 0 is greedy, at most 2 (vLLM and OpenAI-compatible APIs reject more).",
+    )
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling: keep this much probability mass.")
 
 
