@@ -200,7 +200,7 @@ def generate(
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples per prompt.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Seed of sample 0 (sample j uses seed + j).")] = 0,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 64,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.7,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.7,
     top_p: Annotated[float, typer.Option("--top-p", min=0.01, max=1.0)] = 0.9,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per prompt on stdout.")] = False,
 ) -> None:

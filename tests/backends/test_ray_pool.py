@@ -34,6 +34,7 @@ def test_actor_options_share_gpus_and_cpus():
     assert actor_options(vllm, "vllm", 8)["num_gpus"] == 0.45
     tp = ModelSpec(model="org/m", backend="vllm", tensor_parallel_size=2)
     assert actor_options(tp, "vllm", 8)["num_gpus"] == 2.0
+    assert actor_options(vllm, "vllm", 8)["num_cpus"] == actor_options(tp, "vllm", 8)["num_cpus"] == 0.25
     cpu = actor_options(ModelSpec(model="org/m"), "transformers", 0)
     assert cpu["num_gpus"] == 0 and cpu["num_cpus"] < 1 and cpu["scheduling_strategy"] == "SPREAD"
 

@@ -21,10 +21,12 @@ Placement (one actor = one backend instance):
   instead of the second model waiting forever for GPUs the first holds. Ray packs fractional
   shares onto one GPU while they fit, so give the policy more than 0.5 (0.55-0.9) for one
   policy worker per GPU; ``RayLLM.placement`` and the log show where workers landed.
-* CPU backends (llama.cpp, transformers without GPUs, scripted): ``num_cpus=0.25``, so the
-  workers of up to four models (policy, creator, reward judge, eval judge) fit the local
-  cluster that ``ray.init(num_cpus=num_workers)`` starts; only one model computes at a time
-  because the driver waits for each call.
+* Every worker, on a GPU or not, asks for ``num_cpus=0.25`` (``CPU_SHARE``), so the workers
+  of up to four models (policy, creator, reward judge, eval judge) fit the local cluster
+  that ``ray.init(num_cpus=num_workers)`` starts; only one model computes at a time because
+  the driver waits for each call. (A GPU worker asking for a whole CPU would leave a
+  second local GPU model -- a vLLM judge beside the policy -- waiting forever for CPUs
+  the policy's workers hold, GPUs free or not.)
 
 Workers are spread over the cluster's nodes (``SPREAD``). On a multi-node cluster every node
 needs evalign and the models at the same paths (a shared filesystem for checkpoints).
@@ -79,9 +81,15 @@ def ensure_ray(ray_cfg) -> bool:
             raise BackendError(f"run.ray.address {ray_cfg.address!r}: cannot connect to a Ray cluster "
                                f"({str(exc).splitlines()[0][:160]}); start one with `ray start --head`") from None
     else:
-        log.info("starting a local Ray cluster (%d CPUs)", ray_cfg.num_workers)
-        ray.init(num_cpus=ray_cfg.num_workers, include_dashboard=False, log_to_driver=_log_to_driver())
+        opts = local_cluster_options(ray_cfg)
+        log.info("starting a local Ray cluster (%g CPUs)", opts["num_cpus"])
+        ray.init(**opts)
     return True
+
+
+def local_cluster_options(ray_cfg) -> dict[str, Any]:
+    """``ray.init`` arguments of the local cluster (run.ray.address None); Ray detects the GPUs."""
+    return {"num_cpus": ray_cfg.num_workers, "include_dashboard": False, "log_to_driver": _log_to_driver()}
 
 
 def _log_to_driver() -> bool:
@@ -96,7 +104,7 @@ def actor_options(spec, backend: str, cluster_gpus: float) -> dict[str, Any]:
     if traits.wants_gpu and cluster_gpus > 0:
         tp = spec.tensor_parallel_size if traits.tensor_parallel else 1
         gpus = float(tp) if tp > 1 else float(spec.gpu_memory_utilization)
-        return {"num_cpus": 1, "num_gpus": gpus, "scheduling_strategy": "SPREAD"}
+        return {"num_cpus": CPU_SHARE, "num_gpus": gpus, "scheduling_strategy": "SPREAD"}
     return {"num_cpus": CPU_SHARE, "num_gpus": 0, "scheduling_strategy": "SPREAD"}
 
 

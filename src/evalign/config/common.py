@@ -19,6 +19,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+#: vLLM's share of a GPU unless a model says otherwise (see ModelSpec.gpu_memory_utilization).
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.45
+
+
 class ModelSpec(Section):
     """Which model, on which backend. ``model`` is a built-in name, a local directory or
     file, a Hugging Face hub id, or (backend ``openai``) the API's model name."""
@@ -60,8 +64,15 @@ class ModelSpec(Section):
     data_parallel_size: int = Field(
         1, ge=1, description="vLLM: engine replicas in one process, where the installed vLLM can (else: the Ray executor)."
     )
+    # 0.45 leaves a GPU room for a second model beside this engine: another vLLM engine at
+    # the same default (a local judge or creator; 2 x 0.45 = 0.9), or the classifier reward
+    # model the driver loads on cuda:0 (ArmoRM-8B bf16 + activations ~20 GB = 0.25 of 80 GB),
+    # plus ~10% for the CUDA contexts and allocator slack outside vLLM's budget. Under Ray it
+    # is also the worker's fractional GPU share (backends/ray_pool.py). docs/scaling.md.
     gpu_memory_utilization: float = Field(
-        0.85, gt=0, le=1, description="vLLM: fraction of GPU memory the engine may take (weights + KV cache)."
+        DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1,
+        description="vLLM: fraction of GPU memory the engine may take (weights + KV cache); the default "
+        "0.45 leaves room for a reward model or a second engine on the same GPU.",
     )
     enable_prefix_caching: bool = Field(
         True, description="vLLM: reuse the KV cache of a shared prompt prefix (k samples per prompt)."
@@ -85,11 +96,21 @@ def builtin_judge() -> ModelSpec:
     return ModelSpec(model="qwen2.5-coder-1.5b-instruct", backend="llamacpp")
 
 
+#: The highest sampling temperature every backend accepts (vLLM's SamplingParams: [0, 2]).
+MAX_TEMPERATURE = 2.0
+
+
 class SamplingConfig(Section):
     """Decoding settings of one generation stage."""
 
     max_new_tokens: int = Field(256, ge=1, description="Longest generated answer, in tokens.")
-    temperature: float = Field(0.7, ge=0.0, le=5.0, description="Sampling temperature; 0 is greedy.")
+    # The bounds are the strictest backend's: vLLM's SamplingParams takes temperature in [0, 2]
+    # and top_p in (0, 1], as do OpenAI-compatible APIs; llama.cpp and the transformers
+    # backend take any temperature >= 0. A wider config would pass here and fail mid-run.
+    temperature: float = Field(
+        0.7, ge=0.0, le=MAX_TEMPERATURE,
+        description="Sampling temperature; 0 is greedy, at most 2 (vLLM and OpenAI-compatible APIs reject more).",
+    )
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling: keep this much probability mass.")
 
 

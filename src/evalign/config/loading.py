@@ -190,6 +190,8 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
                 msg += f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (hint[0],))}'?)"
             elif allowed:
                 msg += f"; allowed here: {', '.join(allowed)}"
+        elif not loc and err["type"] == "value_error":  # a check across sections says it all itself
+            msg = str(err["msg"]).removeprefix("Value error, ")
         else:
             got = err.get("input")
             shown = repr(got) if not isinstance(got, dict) else "a mapping"

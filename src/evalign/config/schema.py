@@ -301,6 +301,31 @@ class Config(Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits on paid API use.")
     ablation: AblationConfig = Field(default_factory=AblationConfig, description="Arms of a study.")
 
+    @model_validator(mode="after")
+    def _vllm_engines_fit_one_gpu(self) -> "Config":
+        """In-process, every one-GPU vLLM engine (policy, creator, reward judge, evaluation
+        judge; equal specs are one engine) lives on the same GPU at once, so their
+        gpu_memory_utilization must sum to at most 1; vLLM would otherwise fail only when the
+        second engine starts, after the first stage's work. (Under Ray, placement decides.)"""
+        if self.run.executor != "inprocess":
+            return self
+        roles = (("policy", self.policy), ("creator.model", self.creator.model),
+                 ("solver.reward.model", self.solver.reward.model), ("eval.judge", self.eval.judge))
+        engines: dict[str, tuple[list[str], float]] = {}
+        for name, spec in roles:
+            if spec.backend != "vllm" or spec.tensor_parallel_size > 1:
+                continue
+            key = spec.model_dump_json()
+            engines.setdefault(key, ([], spec.gpu_memory_utilization))[0].append(name)
+        total = sum(share for _, share in engines.values())
+        if len(engines) > 1 and total > 1.0 + 1e-9:
+            parts = " + ".join(f"{share:g} ({'/'.join(names)})" for names, share in engines.values())
+            raise ValueError(
+                f"in-process vLLM engines share one GPU: gpu_memory_utilization {parts} = {total:g} > 1; "
+                "lower them to sum to at most 1 (e.g. 0.45 each) or use run.executor: ray"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.run.output_dir or f"runs/{self.run.name}")

@@ -14,9 +14,13 @@ multi-process job must:
 * LoRA adapters are saved by the trainer and merged into the base on the main process, on
   CPU (``merge_and_unload`` cannot run on ZeRO-3 shards);
 * with bf16 under DDP or FSDP the model is loaded in float32 and trained with bf16 autocast:
-  the optimizer then updates float32 master weights (DeepSpeed keeps its own fp32 masters,
-  so under ZeRO-3 the model is loaded in bf16). A pure-bf16 AdamW step at the paper's
-  lr 5e-7 would round most updates away.
+  the optimizer then updates float32 master weights. A pure-bf16 AdamW step at the paper's
+  lr 5e-7 would round most updates away. DeepSpeed keeps its own fp32 masters, so under
+  DeepSpeed with bf16 the model is loaded in bf16; under ZeRO-3 with ``zero3_init_flag``
+  (the shipped zero3.yaml) the DeepSpeed config is registered (transformers'
+  ``HfDeepSpeedConfig``) before ``from_pretrained``, which then builds the model inside
+  ``deepspeed.zero.Init``: each rank holds only its partition, and only rank 0 reads the
+  checkpoint's values (9B on 8 GPUs: ~19 GB of host RAM instead of 8 x 37 GB; docs/scaling.md).
 
 With one process this gives the checkpoint in-process training gives. A non-finite loss,
 gradient norm or weight (checked on every rank, the verdict shared) stops the job before
@@ -37,7 +41,7 @@ from pathlib import Path
 from evalign.config import TrainConfig
 from evalign.errors import EvalignError
 from evalign.fsutil import TEMP_PREFIX, atomic_write_text
-from evalign.solver.train import (DivergedError, TrainResult, _trainer, _weights_dtype, check_finite,
+from evalign.solver.train import (DivergedError, TrainResult, _mixed_bf16, _trainer, _weights_dtype, check_finite,
                                   nonfinite_tensors, to_dataset)
 
 log = logging.getLogger("evalign.solver.train_entry")
@@ -56,29 +60,63 @@ def load_dtype(cfg: TrainConfig, distributed_type: str, mixed_precision: str):
     import torch
 
     train = _weights_dtype(cfg)
+    if distributed_type == "DEEPSPEED" and mixed_precision == "bf16" and _mixed_bf16(cfg):
+        return torch.bfloat16  # DeepSpeed's optimizer keeps the fp32 master weights
     if (train == torch.bfloat16 and mixed_precision == "bf16" and not cfg.lora.enabled
             and distributed_type in ("MULTI_GPU", "FSDP")):
         return torch.float32
     return train
 
 
+def zero3_init_config(distributed_type: str, mixed_precision: str):
+    """Under DeepSpeed ZeRO-3 with ``zero3_init_flag``: register the job's DeepSpeed config
+    with transformers (an ``HfDeepSpeedConfig``, built by accelerate's ``DeepSpeedPlugin``
+    from the variables ``accelerate launch`` sets, as ``TrainingArguments`` does later) so
+    that a ``from_pretrained`` after this call partitions the weights as it loads them.
+    Returns the config object, which must stay alive until the trainer exists (transformers
+    keeps only a weak reference); None when not ZeRO-3."""
+    if distributed_type != "DEEPSPEED":
+        return None
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin()
+    if plugin.zero_stage != 3 or not plugin.zero3_init_flag:
+        return None
+    plugin.set_mixed_precision(mixed_precision)
+    plugin.set_deepspeed_weakref()
+    return plugin.dschf
+
+
+def load_policy(base_path: str, cfg: TrainConfig, distributed_type: str, mixed_precision: str):
+    """(model, keep-alive): the policy in :func:`load_dtype`, under ZeRO-3 partitioned at load
+    (:func:`zero3_init_config`, whose object is the keep-alive)."""
+    from transformers import AutoModelForCausalLM
+
+    keep = zero3_init_config(distributed_type, mixed_precision)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(cfg, distributed_type, mixed_precision),
+                                                 use_safetensors=True)
+    return model, keep
+
+
 def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
                    seed: int, quiet: bool = False) -> TrainResult:
     """Train on every rank; the main process writes ``out_dir`` (complete or absent)."""
+    import torch
     import transformers
     from accelerate import PartialState
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     t0 = time.perf_counter()
-    state = PartialState()
+    # cpu= as the trainer's use_cpu: without it a CPU launch's ranks each see a single
+    # process here (is_main_process everywhere) until TrainingArguments re-initialises the state.
+    state = PartialState(cpu=not torch.cuda.is_available())
     dist_type = str(getattr(state.distributed_type, "value", state.distributed_type))
     mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     transformers.set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(cfg, dist_type, mixed),
-                                                 use_safetensors=True)
+    model, ds_config = load_policy(base_path, cfg, dist_type, mixed)
     out_dir = Path(out_dir)
     staging = out_dir.parent / f"{TEMP_PREFIX}{out_dir.name}.launch"  # the same path on every rank
     if state.is_main_process:
@@ -86,8 +124,10 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
         staging.mkdir(parents=True)
     state.wait_for_everyone()
 
-    trainer = _trainer(cfg, model, tokenizer, to_dataset(pairs), str(staging / "_trainer"), seed, quiet)
+    dataset = shared_dataset(pairs, staging / "_data", state)
+    trainer = _trainer(cfg, model, tokenizer, dataset, str(staging / "_trainer"), seed, quiet)
     trainer.train()
+    del ds_config  # alive until here: transformers holds it by a weak reference
     diverged = _diverged(cfg, trainer, state)
     if diverged is not None:  # every rank gets the same verdict, so none waits on a collective
         if state.is_main_process:
@@ -105,7 +145,8 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
         if cfg.lora.enabled:
             _merge_adapter(base_path, staging / "_adapter", staging, cfg)
         tokenizer.save_pretrained(staging)
-        shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        for scratch in ("_trainer", "_data"):
+            shutil.rmtree(staging / scratch, ignore_errors=True)
         for extra in ("training_args.bin",):
             (staging / extra).unlink(missing_ok=True)
         atomic_write_text(staging / "evalign_train.json", json.dumps(
@@ -118,6 +159,24 @@ def train_launched(base_path: str, pairs: list[dict], cfg: TrainConfig, out_dir:
     state.wait_for_everyone()
     seconds = time.perf_counter() - t0
     return TrainResult(str(out_dir), len(pairs), steps, seconds, losses, packing=packing)
+
+
+def shared_dataset(pairs: list[dict], where: Path, state):
+    """The pairs as a Dataset stored in ``where``, a directory every rank sees at the same path.
+
+    TRL's DPOTrainer precomputes the reference log-probabilities on every rank, lets the main
+    process write them to ``dataset._get_cache_file_path(fingerprint)`` and has every rank
+    read that file back. For an in-memory Dataset that path is a random name in a per-process
+    temporary directory, so ranks other than the main one look for a file that does not exist
+    (FileNotFoundError). A dataset stored on disk puts its cache files, that one included, in
+    its own directory under a name made from the fingerprint rank 0 broadcasts: the same file
+    on every rank."""
+    from datasets import load_from_disk
+
+    if state.is_main_process:
+        to_dataset(pairs).save_to_disk(str(where))
+    state.wait_for_everyone()
+    return load_from_disk(str(where))
 
 
 def _diverged(cfg: TrainConfig, trainer, state) -> DivergedError | None:
