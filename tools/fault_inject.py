@@ -131,7 +131,7 @@ def run(config: Path, env_extra: dict | None = None, kill_after: float | None = 
             proc.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=900)
+    _, err = proc.communicate(timeout=3600)
     if proc.returncode not in (0, -signal.SIGKILL):
         raise RuntimeError(f"evalign failed ({proc.returncode}):\n{err[-3000:]}")
     return proc.returncode
