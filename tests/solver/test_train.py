@@ -37,6 +37,57 @@ def test_lora_trains_and_saves_a_merged_plain_checkpoint(tiny_model_dir, tmp_pat
     assert not any("lora" in n for n, _ in model.named_parameters())
 
 
+def test_checkpointing_goes_by_the_field_the_installed_training_arguments_have():
+    from dataclasses import dataclass
+
+    from evalign.solver.train import checkpointing_field
+
+    @dataclass
+    class Before:  # transformers < 5.23
+        gradient_checkpointing: bool = False
+
+    @dataclass
+    class After(Before):  # 5.23+: the new name, the old one a deprecated alias
+        activation_checkpointing: bool | None = None
+
+    assert checkpointing_field(Before) == "gradient_checkpointing"
+    assert checkpointing_field(After) == "activation_checkpointing"
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo", "orpo"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_every_losss_trl_config_builds_under_the_installed_transformers(tmp_path, loss, checkpointing):
+    from evalign.registry import LOSSES
+    from evalign.solver.train import checkpointing_field, trainer_arguments
+
+    cfg = TrainConfig(loss=loss, gradient_checkpointing=checkpointing, warmup_ratio=0.1, dtype="float32")
+    args = LOSSES.get(loss).config(cfg, trainer_arguments(cfg, str(tmp_path), seed=3, quiet=True))
+    # TRL turns checkpointing on by default; the config's value wins under either field name
+    assert getattr(args, checkpointing_field()) is checkpointing
+    assert args.gradient_checkpointing is checkpointing
+    assert (args.learning_rate, args.seed, args.data_seed, args.beta) == (cfg.learning_rate, 3, 3, cfg.beta)
+    assert args.get_warmup_steps(20) == 2 and not args.bf16
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_checkpoints_activations_when_asked(tiny_model_dir, tmp_path, monkeypatch, checkpointing):
+    from transformers import PreTrainedModel
+
+    switched = []
+    set_checkpointing = PreTrainedModel._set_gradient_checkpointing
+
+    def spy(self, *args, **kwargs):
+        switched.append(kwargs.get("enable", args[0] if args else True))
+        return set_checkpointing(self, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "_set_gradient_checkpointing", spy)
+    cfg = TrainConfig(learning_rate=1e-3, epochs=1, batch_size=4, gradient_accumulation_steps=1, max_length=128,
+                      warmup_ratio=0.0, min_pairs=1, dtype="float32", gradient_checkpointing=checkpointing)
+    result = train_preference(str(tiny_model_dir), PAIRS, cfg, tmp_path / "ckpt", seed=0, quiet=True)
+    assert result.steps == 2 and all(math.isfinite(x) for x in result.losses)
+    assert (True in switched) is checkpointing
+
+
 def test_too_few_pairs_skip_training_and_keep_the_policy(tiny_model_dir, tmp_path, caplog):
     cfg = TrainConfig(min_pairs=4)
     result = train_preference(str(tiny_model_dir), PAIRS[:2], cfg, tmp_path / "ckpt", quiet=True)

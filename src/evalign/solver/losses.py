@@ -32,6 +32,14 @@ class PreferenceLoss:
     options: Callable[[TrainConfig], dict[str, Any]] = field(default=_no_options)
     packable: bool = False  # solver/packing.py's packed forward applies (DPOTrainer only)
 
+    def config(self, cfg: TrainConfig, common: dict[str, Any]):
+        """TRL's config for this loss, with ``common`` (the arguments every loss shares)."""
+        mod = importlib.import_module(self.module)
+        extra: dict[str, Any] = {}
+        if self.loss_type is not None:
+            extra["loss_type"] = list(self.loss_type) if isinstance(self.loss_type, tuple) else self.loss_type
+        return getattr(mod, self.config_class)(**extra, **self.options(cfg), **common)
+
     def build(self, cfg: TrainConfig, common: dict[str, Any], **trainer_kwargs: Any):
         """The trainer, with ``common`` (the arguments every loss shares) in its config."""
         mod = importlib.import_module(self.module)
@@ -40,11 +48,7 @@ class PreferenceLoss:
             from evalign.solver.packing import packed_dpo_trainer_class
 
             trainer_cls = packed_dpo_trainer_class()
-        extra: dict[str, Any] = {}
-        if self.loss_type is not None:
-            extra["loss_type"] = list(self.loss_type) if isinstance(self.loss_type, tuple) else self.loss_type
-        args = getattr(mod, self.config_class)(**extra, **self.options(cfg), **common)
-        return trainer_cls(args=args, **trainer_kwargs)
+        return trainer_cls(args=self.config(cfg, common), **trainer_kwargs)
 
 
 def _reference_options(cfg: TrainConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from evalign import faults
@@ -139,33 +139,49 @@ def check_finite(cfg: TrainConfig, trainer, model=None) -> None:
                                 f"{len(names)} weight tensors non-finite (first: {names[0]})")
 
 
-def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: int, quiet: bool):
+def checkpointing_field(args_class=None) -> str:
+    """The TrainingArguments field that switches activation checkpointing on:
+    ``activation_checkpointing`` from transformers 5.23, ``gradient_checkpointing`` before it
+    (5.23 keeps the old name as a deprecated alias). Read off the dataclass's fields, which TRL's
+    configs inherit."""
+    if args_class is None:
+        from transformers import TrainingArguments as args_class
+    names = {f.name for f in fields(args_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def trainer_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) -> dict:
+    """The TRL config arguments every preference loss shares (solver/losses.py adds its own)."""
     import torch
 
     # TrainConfig's names -> TRL's: lr_scheduler -> lr_scheduler_type, warmup_ratio -> warmup_steps
     # (a float below 1 is a fraction of the steps), epochs -> num_train_epochs, batch_size ->
-    # per_device_train_batch_size, gradient_checkpointing -> activation_checkpointing, dtype -> bf16.
-    common = dict(
-        output_dir=workdir,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=cfg.max_length,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        bf16=_mixed_bf16(cfg),
-        use_cpu=not torch.cuda.is_available(),
-        seed=seed,
-        data_seed=seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=quiet,
-        beta=cfg.beta,
-        remove_unused_columns=False,
-    )
+    # per_device_train_batch_size, gradient_checkpointing -> checkpointing_field(), dtype -> bf16.
+    return {
+        "output_dir": workdir,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "warmup_steps": cfg.warmup_ratio,
+        "num_train_epochs": cfg.epochs,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "max_length": cfg.max_length,
+        checkpointing_field(): cfg.gradient_checkpointing,
+        "bf16": _mixed_bf16(cfg),
+        "use_cpu": not torch.cuda.is_available(),
+        "seed": seed,
+        "data_seed": seed,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": quiet,
+        "beta": cfg.beta,
+        "remove_unused_columns": False,
+    }
+
+
+def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: int, quiet: bool):
+    common = trainer_arguments(cfg, workdir, seed, quiet)
     peft_config = None
     if cfg.lora.enabled:
         from peft import LoraConfig
