@@ -154,13 +154,12 @@ def materialize(name: str) -> Path:
         return target
     gguf = gguf_path(name)
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-        quantization_config=GgufConfig(dequantize=True),  # dense weights, not packed GGUF blocks
-    )
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, **_gguf_dequantize_kwargs(transformers))
     # A model loaded from GGUF carries a GGUF "quantizer" that refuses to serialize and makes
     # TRL refuse to train; the weights are already dequantized, so drop the flag.
     model.hf_quantizer = None
@@ -171,6 +170,14 @@ def materialize(name: str) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return target
+
+
+def _gguf_dequantize_kwargs(transformers) -> dict:
+    """``from_pretrained`` arguments for dense weights from a GGUF: transformers 5.17+ keeps
+    GGUF weights in their packed blocks unless ``GgufConfig(dequantize=True)`` asks otherwise;
+    older versions always dequantize and refuse any ``quantization_config`` with a GGUF."""
+    gguf_config = getattr(transformers, "GgufConfig", None)
+    return {} if gguf_config is None else {"quantization_config": gguf_config(dequantize=True)}
 
 
 def dir_size(path: Path) -> int:
@@ -253,15 +260,20 @@ def check_model_name(name: str, backend: str) -> None:
 
 
 def _hub_cached(name: str) -> bool:
-    """Whether the hub id ``name`` has a config.json in the local Hugging Face cache."""
+    """Whether the hub id ``name`` has a config.json for its ``main`` revision in the local
+    Hugging Face cache. The cache layout is read directly, as huggingface_hub's
+    ``try_to_load_from_cache`` does, because importing that pulls in httpx on huggingface_hub
+    1.x (all that transformers before 5.18 allows) and this check must stay light."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:  # pragma: no cover - a dependency of transformers
         return False
+    repo = Path(HF_HUB_CACHE) / ("models--" + name.replace("/", "--"))
     try:
-        return isinstance(try_to_load_from_cache(name, "config.json"), str)
-    except Exception:  # noqa: BLE001 - a malformed id: not cached
-        return False
+        revision = (repo / "refs" / "main").read_text()
+    except OSError:
+        revision = "main"
+    return (repo / "snapshots" / revision / "config.json").is_file()
 
 
 def check_local_model(path: Path, name: str, weights: str | None) -> None:

@@ -211,3 +211,37 @@ def test_split_builtin_assembles_atomically_and_checks_its_sha256(tmp_path, monk
     path = weights.gguf_path(base.name)
     assert path.read_bytes() == whole and path.with_suffix(".sha256").read_text() == good.sha256 + "\n"
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, path.with_suffix(".sha256").name])
+
+
+def test_a_downloaded_hub_id_is_found_in_the_hub_cache_as_huggingface_hub_finds_it(tmp_path, monkeypatch):
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from evalign import weights
+
+    repo = tmp_path / "models--org--cached"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    (tmp_path / "models--org--stale" / "snapshots" / "old").mkdir(parents=True)  # no ref, no config
+    (tmp_path / "models--org--stale" / "snapshots" / "old" / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    for name, cached in (("org/cached", True), ("org/stale", False), ("org/absent", False)):
+        assert weights._hub_cached(name) is cached
+        assert isinstance(try_to_load_from_cache(name, "config.json", cache_dir=str(tmp_path)), str) is cached
+
+
+def test_a_gguf_is_dequantized_on_every_transformers_version():
+    import types
+
+    import transformers
+
+    from evalign import weights
+
+    # before 5.17 there is no GgufConfig, a GGUF always loads dense and a quantization_config is refused
+    assert weights._gguf_dequantize_kwargs(types.SimpleNamespace()) == {}
+    kwargs = weights._gguf_dequantize_kwargs(transformers)
+    if hasattr(transformers, "GgufConfig"):
+        assert kwargs["quantization_config"].dequantize is True
+    else:
+        assert kwargs == {}
