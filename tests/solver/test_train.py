@@ -152,3 +152,19 @@ def test_weights_fingerprint_finds_missing_truncated_and_changed_files(tmp_path,
     monkeypatch.setattr(train_mod, "FULL_HASH_BYTES", 10)
     big = train_mod.weights_fingerprint(ckpt)
     assert big["model.safetensors"]["of"] == "header" and train_mod.weights_problem(ckpt, big) is None
+
+
+def test_activation_checkpointing_goes_by_the_installed_transformers_name():
+    """transformers 5.17 (the GPU image's) knows gradient_checkpointing only; later ones renamed
+    it activation_checkpointing and keep the old name as a deprecated alias."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+    from trl import DPOConfig
+
+    from evalign.solver import train as train_mod
+
+    name = train_mod.checkpointing_arg()
+    assert name in {f.name for f in dataclasses.fields(TrainingArguments)}
+    args = DPOConfig(output_dir="unused", use_cpu=True, report_to="none", **{name: True})
+    assert args.gradient_checkpointing is True

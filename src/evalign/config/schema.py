@@ -166,7 +166,7 @@ class TrainConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Compute dtype; auto: bf16 on a GPU or a CPU with native bf16 (paper: bfloat16)."
     )
-    # -> TRL activation_checkpointing
+    # -> TRL activation_checkpointing (gradient_checkpointing under older transformers, e.g. 5.17)
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, slower."
     )

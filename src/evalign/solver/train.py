@@ -139,12 +139,25 @@ def check_finite(cfg: TrainConfig, trainer, model=None) -> None:
                                 f"{len(names)} weight tensors non-finite (first: {names[0]})")
 
 
+def checkpointing_arg() -> str:
+    """TrainingArguments' name for activation checkpointing in the installed transformers:
+    ``activation_checkpointing`` from the release that renamed it (5.24 has it; 5.17 does not
+    and rejects it), ``gradient_checkpointing`` before."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: int, quiet: bool):
     import torch
 
     # TrainConfig's names -> TRL's: lr_scheduler -> lr_scheduler_type, warmup_ratio -> warmup_steps
     # (a float below 1 is a fraction of the steps), epochs -> num_train_epochs, batch_size ->
-    # per_device_train_batch_size, gradient_checkpointing -> activation_checkpointing, dtype -> bf16.
+    # per_device_train_batch_size, gradient_checkpointing -> activation_checkpointing (gradient_
+    # checkpointing before transformers renamed it), dtype -> bf16.
     common = dict(
         output_dir=workdir,
         learning_rate=cfg.learning_rate,
@@ -154,7 +167,7 @@ def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: in
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
-        activation_checkpointing=cfg.gradient_checkpointing,
+        **{checkpointing_arg(): cfg.gradient_checkpointing},
         bf16=_mixed_bf16(cfg),
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
