@@ -341,3 +341,29 @@ def test_scaling_analyse_and_render():
     assert md.count("\n| 32 |") == 2 and "reward (" in md
     assert "s per judge call" in md
     assert not math.isnan(fits["generate"]["vs_Nk"]["exponent"])
+
+
+def test_gpu_check_runs_its_stages_at_tiny_sizes(tmp_path):
+    """benchmarks/gpu_check.sh end to end as the GPU box runs it (its wheel and package
+    checks, then gpu_check.py); without CUDA, or with --tiny, every stage runs at tiny sizes."""
+    import torch
+
+    repo = BENCH.parent
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_BUDGET": "300", "EVALIGN_SITE": str(tmp_path / "site")}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--out", str(tmp_path / "out"), "--tiny",
+                           "--e2e", "off", "--work", str(tmp_path / "work")], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=240, check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    if not torch.cuda.is_available():
+        assert "no GPU: " in log and "skipped" in log
+    assert "version needs unmet:" in log and "| stage | what ran |" in log
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    rows = {r["stage"]: r for r in report["stages"]}
+    assert set(rows) == {"sample", "reward", "dpo"}
+    for row in rows.values():
+        assert "error" not in row and "skipped" not in row, row
+        assert row["flops"] > 0 and row["tflops"] >= 0 and row["seconds"] > 0, row
+    assert rows["sample"]["generated_tokens"] > 0 and rows["reward"]["scores_finite"]
+    assert rows["dpo"]["packing_fast_path"] and rows["dpo"]["steps"] >= 1
+    assert set(rows["dpo"]["phases_s"]) == {"load", "trl_setup", "reference_pass", "train_loop", "save"}

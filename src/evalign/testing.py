@@ -179,7 +179,7 @@ def make_armorm_style_reward_model(out: str | Path, *, seed: int = 0, hidden: in
                                    heads: int = 4, kv_heads: int = 2, intermediate: int | None = None,
                                    vocab_size: int | None = None, num_objectives: int = 5,
                                    gating_hidden: int = 16, gating_layers: int = 2,
-                                   dtype: str = "float32", device: str = "cpu") -> Path:
+                                   dtype: str = "float32", device: str = "cpu", weights: bool = True) -> Path:
     """An ArmoRM-shaped reward model with random weights, saved as a local checkpoint directory.
 
     ``config.json`` maps AutoModelForSequenceClassification to ``modeling_custom.py`` in the
@@ -190,12 +190,15 @@ def make_armorm_style_reward_model(out: str | Path, *, seed: int = 0, hidden: in
     Defaults are tiny (about 30k parameters); ArmoRM itself is hidden=4096, layers=32,
     heads=32, kv_heads=8, intermediate=14336, vocab_size=128256, num_objectives=19,
     gating_hidden=1024, gating_layers=3 (pass ``dtype="bfloat16"``, ``device="cuda"`` at that
-    size). The remote code is written here, not imported, so building needs no compat shim."""
+    size). The remote code is written here, not imported, so building needs no compat shim.
+    ``weights=False`` writes config, code and tokenizer only: the model is then built from the
+    config where it runs (``AutoModelForSequenceClassification.from_config(AutoConfig.
+    from_pretrained(out, trust_remote_code=True), trust_remote_code=True)`` under
+    ``torch.device("cuda")``) instead of writing and reading 15 GB at ArmoRM's size."""
     import json
 
     import torch
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import LlamaConfig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,10 +214,33 @@ def make_armorm_style_reward_model(out: str | Path, *, seed: int = 0, hidden: in
         pad_token_id=None, tie_word_embeddings=False,
     )
     torch_dtype = getattr(torch, dtype)
+    if weights:
+        _save_armorm_style_weights(out / "model.safetensors", config, seed=seed, hidden=hidden,
+                                   num_objectives=num_objectives, gating_hidden=gating_hidden,
+                                   gating_layers=gating_layers, dtype=torch_dtype, device=device)
+
+    cfg = config.to_dict()
+    cfg.update(
+        architectures=["LlamaForRewardModelWithGating"],
+        auto_map={"AutoModelForSequenceClassification": "modeling_custom.LlamaForRewardModelWithGating"},
+        num_objectives=num_objectives, gating_temperature=10.0, gating_hidden_dim=gating_hidden,
+        gating_n_hidden=gating_layers, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0},
+    )
+    cfg["dtype"] = dtype
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _save_armorm_style_weights(path: Path, config, *, seed: int, hidden: int, num_objectives: int,
+                               gating_hidden: int, gating_layers: int, dtype, device: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaModel
+
     previous = torch.get_default_dtype()
     torch.manual_seed(seed)
     try:
-        torch.set_default_dtype(torch_dtype)
+        torch.set_default_dtype(dtype)
         with torch.device(device):
             backbone = LlamaModel(config)
             state = {f"model.{k}": v for k, v in backbone.state_dict().items()}
@@ -230,16 +256,4 @@ def make_armorm_style_reward_model(out: str | Path, *, seed: int = 0, hidden: in
                 width = n_out
     finally:
         torch.set_default_dtype(previous)
-    save_file({k: v.to(torch_dtype).contiguous().cpu() for k, v in state.items()},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
-
-    cfg = config.to_dict()
-    cfg.update(
-        architectures=["LlamaForRewardModelWithGating"],
-        auto_map={"AutoModelForSequenceClassification": "modeling_custom.LlamaForRewardModelWithGating"},
-        num_objectives=num_objectives, gating_temperature=10.0, gating_hidden_dim=gating_hidden,
-        gating_n_hidden=gating_layers, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0},
-    )
-    cfg["dtype"] = dtype
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    return out
+    save_file({k: v.to(dtype).contiguous().cpu() for k, v in state.items()}, str(path), metadata={"format": "pt"})

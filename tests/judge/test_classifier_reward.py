@@ -186,3 +186,25 @@ def test_max_response_tokens_cuts_the_response_as_the_config_says(armorm_dir):
     assert ids == rm._chat_ids(prompt, rm.tokenizer.decode(rm._ids(response)[:8]))
     assert ids[-1] == rm.tokenizer.eos_token_id
     assert rm.reward_id != _reward(armorm_dir).reward_id  # scores differ: cached apart
+
+
+def test_a_model_built_from_the_config_alone_scores_as_the_loaded_one(armorm_dir, tmp_path):
+    """weights=False writes config, code and tokenizer; the model is built from the config (as
+    benchmarks/gpu_check.py builds an 8B one on the GPU) and handed to ClassifierReward."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    bare = make_armorm_style_reward_model(tmp_path / "bare", weights=False)
+    assert not list(bare.glob("*.safetensors"))
+    assert (bare / "config.json").read_text() == (armorm_dir / "config.json").read_text()
+    restore_removed_doc_names(("llama",))
+    config = AutoConfig.from_pretrained(bare, trust_remote_code=True)
+    model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=True)
+    loaded = _reward(armorm_dir)
+    model.load_state_dict(loaded.model.state_dict())  # same weights: same scores
+    built = ClassifierReward(ModelSpec(model=str(bare), trust_remote_code=True), batch_size=4,
+                             model=model, tokenizer=AutoTokenizer.from_pretrained(bare))
+    assert built.device == "cpu" and not built.model.training
+    for b, s in zip(built._score(PROMPTS, RESPONSES), loaded._score(PROMPTS, RESPONSES)):
+        assert b == pytest.approx(s, abs=1e-5)
+    with pytest.raises(ValueError, match="together"):
+        ClassifierReward(ModelSpec(model=str(bare)), model=model)

@@ -203,3 +203,4 @@ def test_weights_fingerprint_finds_missing_truncated_and_changed_files(tmp_path,
     monkeypatch.setattr(train_mod, "FULL_HASH_BYTES", 10)
     big = train_mod.weights_fingerprint(ckpt)
     assert big["model.safetensors"]["of"] == "header" and train_mod.weights_problem(ckpt, big) is None
+

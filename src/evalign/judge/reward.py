@@ -140,29 +140,19 @@ class ClassifierReward(RewardModel):
     scores_are_calls = True
 
     def __init__(self, spec: ModelSpec, batch_size: int = 8, max_length: int = 4096,
-                 max_response_tokens: int | None = None) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+                 max_response_tokens: int | None = None, *, model=None, tokenizer=None) -> None:
+        """``model`` and ``tokenizer`` (both or neither): already built ones, e.g. made on a
+        GPU, used as they are instead of loading ``spec.model``, which then only names them
+        (``reward_id``)."""
         from evalign import weights as models
 
-        path = models.resolve_hf_dir(spec.model)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if (spec.dtype == "bfloat16" or (spec.dtype == "auto" and self.device == "cuda")) else torch.float32
-        hub = {"revision": spec.revision} if spec.revision else {}
-        if spec.trust_remote_code:
-            restore_removed_doc_names(("llama", *_config_model_type(path, hub)))
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, **hub)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=dtype, trust_remote_code=spec.trust_remote_code, use_safetensors=True,
-                **hub, **({"code_revision": spec.revision} if spec.revision else {}),
-            ).to(self.device).eval()
-        except OSError as exc:
-            raise ModelNotFoundError(
-                f"reward model '{spec.model}' could not be loaded with transformers "
-                f"({str(exc).splitlines()[0][:160]}); check the path or hub id (and revision)"
-            ) from None
+        if (model is None) != (tokenizer is None):
+            raise ValueError("ClassifierReward takes a built model together with its tokenizer")
+        if model is None:
+            self.tokenizer, self.model, self.device = _load_classifier(spec)
+        else:
+            self.tokenizer, self.model = tokenizer, model.eval()
+            self.device = str(next(model.parameters()).device)
         if spec.chat_template and not self.tokenizer.chat_template:
             self.tokenizer.chat_template = spec.chat_template
         if not self.tokenizer.chat_template:
@@ -269,6 +259,33 @@ class ClassifierReward(RewardModel):
 
     def close(self) -> None:
         self.model = None
+
+
+def _load_classifier(spec: ModelSpec):
+    """(tokenizer, model on its device in eval mode, device) for ``spec``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from evalign import weights as models
+
+    path = models.resolve_hf_dir(spec.model)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if (spec.dtype == "bfloat16" or (spec.dtype == "auto" and device == "cuda")) else torch.float32
+    hub = {"revision": spec.revision} if spec.revision else {}
+    if spec.trust_remote_code:
+        restore_removed_doc_names(("llama", *_config_model_type(path, hub)))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, **hub)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, trust_remote_code=spec.trust_remote_code, use_safetensors=True,
+            **hub, **({"code_revision": spec.revision} if spec.revision else {}),
+        ).to(device).eval()
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"reward model '{spec.model}' could not be loaded with transformers "
+            f"({str(exc).splitlines()[0][:160]}); check the path or hub id (and revision)"
+        ) from None
+    return tokenizer, model, device
 
 
 def _config_model_type(path: str, hub: dict) -> tuple[str, ...]:
