@@ -156,6 +156,9 @@ def main() -> int:
     ap.add_argument("--random-kills", type=int, default=6, help="kills at random moments, besides the targeted ones")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--random-only", action="store_true", help="--full: only the run killed at random moments")
+    ap.add_argument("--random-within", type=float, default=90.0,
+                    help="--full: a random kill comes 5 s to this many seconds after a start")
     ap.add_argument("--keep-reference", action="store_true",
                     help="reuse the uninterrupted run (and tiny policy) an earlier call left in --workdir")
     args = ap.parse_args()
@@ -188,7 +191,7 @@ def main() -> int:
         # Three runs each killed at a third of the stage points, in run order (a random kill
         # between them would carry the run past the next point), and a fourth killed at random
         # moments soon after each start: in model loading, or in whichever stage is next.
-        plans = [list(STAGE_POINTS[i::3]) for i in range(3)]
+        plans = [] if args.random_only else [list(STAGE_POINTS[i::3]) for i in range(3)]
         random_kills = args.random_kills
     else:
         points = list(STAGE_POINTS)
@@ -201,7 +204,7 @@ def main() -> int:
         cfg = config_for(name)
         for target in plan:
             if target is None:
-                code = run(cfg, kill_after=rng.uniform(5.0, 90.0) if args.full else rng.uniform(1.0, ref_seconds))
+                code = run(cfg, kill_after=rng.uniform(5.0, args.random_within) if args.full else rng.uniform(1.0, ref_seconds))
                 where = stage_running(work / name) if code == -signal.SIGKILL else "finished first"
             else:
                 code = run(cfg, env_extra={"EVALIGN_KILL_AT": target})
