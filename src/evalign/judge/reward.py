@@ -25,8 +25,6 @@ from evalign.errors import ModelNotFoundError
 from evalign.hashing import key_of, sha
 from evalign.hf_compat import restore_removed_doc_names
 from evalign.judge.judge import Judge
-from evalign.judge.prompts import GRADE_VERSION
-from evalign.judge.screen import SCREEN_VERSION
 from evalign.judge.verdicts import GradeItem, PairItem
 from evalign.progress import track
 from evalign.registry import REWARD_KINDS
@@ -66,16 +64,11 @@ class RewardModel(ABC):
         pass
 
 
-def _screen_suffix(judge: Judge) -> str:
-    """Rewards of a screening judge differ for answers that address it (judge/screen.py)."""
-    return f":screen:{SCREEN_VERSION}" if judge.screen else ""
-
-
 class JudgePointwiseReward(RewardModel):
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
-        self.reward_id = (f"judge_pointwise:{judge.judge_id}:{GRADE_VERSION}:{judge.mode}:{judge.max_answer_tokens}"
-                          + _screen_suffix(judge))
+        # the judge's grade version: the template's for the base judge, another when it screens
+        self.reward_id = f"judge_pointwise:{judge.judge_id}:{judge.grade_version}:{judge.mode}:{judge.max_answer_tokens}"
 
     def _score(self, prompts, responses):
         items = [GradeItem(p, r) for p, rs in zip(prompts, responses) for r in rs]
