@@ -285,3 +285,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
         export_mt_answers({1: ["new"]}, "m", path)
     assert load_mt_answers(path) == {1: ["old"]}
     assert os.listdir(tmp_path) == ["out.jsonl"]  # the temp file was removed
+
+
+def test_an_mt_bench_question_file_as_win_rate_prompts_says_what_it_is(tmp_path):
+    from evalign.eval.sets import load_winrate_prompts
+
+    path = tmp_path / "question.jsonl"
+    path.write_text(json.dumps({"question_id": 81, "category": "writing", "turns": ["Write.", "Shorter."]}) + "\n")
+    with pytest.raises(InputError, match=r"question.jsonl: an MT-Bench question file .*pass it as eval.mt_questions"):
+        load_winrate_prompts(str(path))

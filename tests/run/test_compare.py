@@ -36,10 +36,11 @@ def test_a_model_against_itself_resampled(tmp_path):
     judge_line, calls_line, export_line = first.lines
     assert judge_line.startswith("baseline: self, resampled; judge scripted:echo (logprobs); first-position rate ")
     assert calls_line == f"judge calls: {first.judge_calls} new, 0 cached" and first.judge_calls > 0
-    exported = export_line.removeprefix("answers exported: ").split(", ")
-    assert [p.rsplit(".", 2)[-2:] for p in exported] == [["mt_bench", "jsonl"], ["arena_hard", "jsonl"],
-                                                          ["alpaca_eval", "json"]]
-    assert len(formats.load_arena_answers(exported[1])) == 4 and len(formats.load_alpaca(exported[2])) == 4
+    assert export_line == f"exported for FastChat, Arena-Hard and AlpacaEval: {out / 'exports'}"
+    bench = out / "exports" / "arena-hard-v0.1" / "data" / "evalign_eval-vs-echo-resampled"
+    assert len(formats.load_arena_answers(bench / "model_answer" / "echo.jsonl")) == 4
+    outputs = out / "exports" / "alpaca_eval" / "evalign_eval-vs-echo-resampled" / "echo" / "model_outputs.json"
+    assert len(formats.load_alpaca(outputs)) == 4
     again = evaluate_models(eval_config(tmp_path), "echo", out_dir=out)
     assert again.judge_calls == 0 and again.cache_hits == first.judge_calls
     assert again.table == first.table  # the same judgments: the same numbers
@@ -119,3 +120,37 @@ def test_trust_remote_code_warns_naming_the_model(tmp_path):
     log = (tmp_path / "run" / "logs" / "evalign.log").read_text()
     assert "solver.reward.model.trust_remote_code is on: loading model 'echo' runs Python code shipped with it" in log
     assert log.count("trust_remote_code is on") == 1  # only the model that asks for it
+
+
+def test_an_alpacaeval_reference_file_brings_its_instructions(tmp_path):
+    """``evalign eval --model M --baseline-answers gpt4_turbo.json`` as the README writes it:
+    the reference file's instructions are the win-rate prompts, as in AlpacaEval."""
+    ref = tmp_path / "gpt4_turbo.json"
+    ref.write_text(json.dumps([{"instruction": f"Name a colour, number {i}.", "output": "Blue.",
+                                "generator": "gpt4_turbo", "dataset": "helpful_base"} for i in range(5)]))
+    cfg = eval_config(tmp_path).model_copy(deep=True)
+    cfg.eval.winrate_limit = None
+    outcome = evaluate_models(cfg, "echo", baseline_answers=ref, out_dir=tmp_path / "run")
+    assert "| 5 |" in outcome.table  # n = the file's 5 instructions
+    alpaca = tmp_path / "run" / "exports" / "alpaca_eval" / "alpaca_eval-vs-gpt4_turbo" / "echo" / "model_outputs.json"
+    assert [r["instruction"] for r in formats.load_alpaca(alpaca)] == [f"Name a colour, number {i}." for i in range(5)]
+
+
+def test_arena_hard_answers_need_their_question_file(tmp_path, monkeypatch):
+    from evalign.errors import InputError
+
+    _no_answers(monkeypatch)
+    ref = tmp_path / "gpt-4-0314.jsonl"
+    formats.export_arena_answers({"q1": "An answer."}, "gpt-4-0314", ref)
+    with pytest.raises(InputError, match=r"Arena-Hard answers hold question ids.*eval.winrate_prompts=PATH/question.jsonl"):
+        evaluate_models(eval_config(tmp_path), "echo", baseline_answers=ref, out_dir=tmp_path / "run")
+
+
+def test_baseline_mt_answers_alone_are_refused(tmp_path, monkeypatch):
+    from evalign.errors import InputError
+
+    _no_answers(monkeypatch)
+    mt = tmp_path / "mt.jsonl"
+    formats.export_mt_answers({81: ["a", "b"]}, "base", mt)
+    with pytest.raises(InputError, match=r"^--baseline-mt-answers scores the baseline that --baseline-answers names"):
+        evaluate_models(eval_config(tmp_path), "echo", baseline_mt_answers=mt, out_dir=tmp_path / "run")

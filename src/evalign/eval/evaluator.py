@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from evalign.backends.base import GenParams
 from evalign.config import EvalConfig
-from evalign.eval import formats
 from evalign.eval.answers import answer_all
 from evalign.eval.score import Scores, judge_scores
 from evalign.eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts
@@ -73,22 +71,6 @@ class Evaluator:
     def scores(self, model: Answers, label: str = "") -> Scores:
         return judge_scores(self.judge, self.questions, model.mt, n_boot=self.cfg.bootstrap_samples,
                             seed=self.seed, description=f"grading {label or 'answers'}")
-
-    def export(self, answers: Answers, out_dir: Path, name: str) -> dict[str, str]:
-        """Write the answers in MT-Bench, Arena-Hard and AlpacaEval formats."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "mt_bench": out_dir / f"{name}.mt_bench.jsonl",
-            "arena_hard": out_dir / f"{name}.arena_hard.jsonl",
-            "alpaca_eval": out_dir / f"{name}.alpaca_eval.json",
-        }
-        formats.export_mt_answers({q.question_id: a for q, a in zip(self.questions, answers.mt)}, name,
-                                  paths["mt_bench"])
-        formats.export_arena_answers({p.id: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
-                                     paths["arena_hard"])
-        formats.export_alpaca_outputs({p.prompt: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
-                                      paths["alpaca_eval"])
-        return {k: str(v) for k, v in paths.items()}
 
 
 def store_win_rate(store: RunStore, stage_key: str, arm: str, name: str, wr: WinRate) -> None:

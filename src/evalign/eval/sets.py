@@ -62,6 +62,9 @@ def load_winrate_prompts(source: str, limit: int | None = None) -> list[EvalProm
         items = [EvalPrompt(f"alpaca-{i}", r.get("dataset"), r["instruction"]) for i, r in enumerate(rows, 1)]
     else:
         first = next((record for _, record in read_jsonl(path)), {})
+        if isinstance(first.get("turns"), list) and first["turns"] and isinstance(first["turns"][0], str):
+            raise InputError(f"{path}: an MT-Bench question file (turns are plain strings); pass it as "
+                             "eval.mt_questions, and as eval.winrate_prompts " + _FORMATS)
         if "turns" in first or "uid" in first:  # Arena-Hard question.jsonl
             items = [EvalPrompt(str(q.question_id), q.category, q.prompt) for q in formats.load_arena_questions(path)]
         else:

@@ -17,6 +17,7 @@ from evalign.errors import InputError
 from evalign.eval import formats
 from evalign.eval.stats import as_dict
 from evalign.eval.evaluator import Answers, store_scores, store_win_rate
+from evalign.eval.exports import ExportPlan, write_exports
 from evalign.backends.pool import spec_model_id
 from evalign.progress import say
 from evalign.report.tables import num, pct
@@ -70,13 +71,28 @@ def load_reference_answers(path: Path, prompts) -> list[str]:
     return [by_id[p.id] for p in prompts]
 
 
+def _prompts_from_reference(cfg: Config, path: Path) -> None:
+    """An AlpacaEval reference file defines its instruction set, as in AlpacaEval itself: with
+    the default win-rate prompts, the prompts become the file's instructions. Arena-Hard answers
+    hold no question text, so they need their question file named."""
+    if cfg.eval.winrate_prompts != "builtin:eval":
+        return
+    if path.suffix == ".json":
+        cfg.eval.winrate_prompts = str(path)
+        say(f"win-rate prompts: the instructions of {path}")
+        return
+    raise InputError(f"--baseline-answers {path}: Arena-Hard answers hold question ids, not the questions; "
+                     "name their question file too: --set eval.winrate_prompts=PATH/question.jsonl")
+
+
 def load_reference_mt_answers(path: Path, questions) -> list[list[str]]:
     """Baseline answers to the MT questions from an MT-Bench model_answer JSONL."""
     by_id = {str(k): v for k, v in formats.load_mt_answers(path).items()}
     missing = [str(q.question_id) for q in questions if str(q.question_id) not in by_id]
     if missing:
         raise InputError(f"{path}: no answer for question ids {', '.join(missing[:5])}; "
-                         "use answers to the same question file as eval.mt_questions")
+                         "use answers to the same question file as eval.mt_questions "
+                         "(--set eval.mt_questions=PATH/question.jsonl)")
     return [by_id[str(q.question_id)] for q in questions]
 
 
@@ -95,6 +111,11 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
     for flag, path in (("--baseline-answers", baseline_answers), ("--baseline-mt-answers", baseline_mt_answers)):
         if path is not None and not path.is_file():
             raise InputError(f"{flag} {path}: no such file; pass an existing answers file")
+    if baseline_mt_answers is not None and baseline_answers is None:
+        raise InputError("--baseline-mt-answers scores the baseline that --baseline-answers names; pass "
+                         "--baseline-answers too (the win-rate reference answers)")
+    if baseline_answers is not None:
+        _prompts_from_reference(cfg, baseline_answers)
     with open_run(cfg, verbose=verbose) as s:
         if baseline is not None and _same_model(model, baseline):
             log.warning("--baseline %s is --model itself: the win rate measures only sampling noise (about 50%%); "
@@ -105,15 +126,18 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         model_id = spec_model_id(spec)
         mine = ev.answers(s.pool.policy(spec, model if Path(model).exists() else None, model_id))
         label_b = "self, resampled"
+        base_name = f"{_slug(model)}-resampled"
         base_score = None
         if baseline_answers is not None:
             mt = load_reference_mt_answers(baseline_mt_answers, ev.questions) if baseline_mt_answers else []
             base = Answers(f"file:{baseline_answers.name}", load_reference_answers(baseline_answers, ev.prompts), mt)
             label_b = str(baseline_answers)
+            base_name = _slug(baseline_answers.stem)
         elif bspec is not None and baseline is not None:
             bid = spec_model_id(bspec)
             base = ev.answers(s.pool.policy(bspec, baseline if Path(baseline).exists() else None, bid))
             label_b = baseline
+            base_name = _slug(baseline)
         else:
             base = ev.answers(s.pool.policy(spec, model if Path(model).exists() else None, model_id), seed_offset=1)
         wr = ev.win_rate(mine, base, label="win rate")
@@ -123,7 +147,14 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         key = key_of("eval", model_id, base.model_id, cfg.fingerprint("eval"))
         store_win_rate(s.store, key, model, "win_rate", wr)
         store_scores(s.store, key, model, "score", sc)
-        paths = ev.export(mine, s.store.dir / "answers", _slug(model))
+        if base_name == _slug(model):  # --baseline names --model itself: two answer sets, two names
+            base_name += "-baseline"
+        plan = ExportPlan()
+        plan.grade(_slug(model), mine)
+        if base.mt:
+            plan.grade(base_name, base)
+        plan.compare(_slug(model), mine, base_name, base)
+        write_exports(ev, s.store.dir / "exports", plan)
         judge_stats = ev.judge.stats
         lines = [
             "| model | win rate vs baseline % [95% CI] | LC win rate % | W / T / L | n | avg score [95% CI] | turn 1 | turn 2 |",
@@ -143,7 +174,7 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
             judge_line,
             f"judge calls: {judge_stats.calls} new, {judge_stats.cache_hits} cached"
             + (f"; {failures} unparseable verdicts left out" if failures else ""),
-            f"answers exported: {', '.join(paths.values())}",
+            f"exported for FastChat, Arena-Hard and AlpacaEval: {s.store.dir / 'exports'}",
         ]
         say(f"run directory: {s.store.dir}")
         return EvalOutcome(str(s.store.dir), judge_stats.calls, judge_stats.cache_hits, table, summary)

@@ -19,6 +19,7 @@ from typing import Any
 from evalign.config import ArmSpec, Config, apply_overrides, validate
 from evalign.errors import ConfigError
 from evalign.eval.evaluator import Answers, store_scores, store_win_rate
+from evalign.eval.exports import ExportPlan, write_exports
 from evalign.hashing import key_of
 from evalign.run.loop import Runner
 from evalign.backends.pool import spec_model_id
@@ -206,4 +207,21 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
                 policy = (entry.policy_id, checkpoint(entry), 0)
                 winrate_answers = answers(*policy).winrate_answers
                 entry.mean_answer_chars = sum(map(len, winrate_answers)) / max(1, len(winrate_answers))
+
+    def export_name(entry: SeedRecord, offset: int = 0) -> str:
+        seed = next(k for a in study.arms.values() for k, e in a.seeds.items() if e is entry)
+        name = study.label_of(entry) + ("" if seed == "0" else f"-seed{seed}")
+        return name + ("-resampled" if offset else "")
+
+    def entry_of(policy: tuple) -> SeedRecord:
+        return next(e for a in study.arms.values() for e in a.seeds.values()
+                    if e.policy_id == policy[0] and checkpoint(e) == policy[1])
+
+    exports = ExportPlan()
+    for entry, _metric, _stage, _inputs, model, base in plan:
+        if base is None:
+            exports.grade(export_name(entry), answers(*model))
+        else:
+            exports.compare(export_name(entry), answers(*model), export_name(entry_of(base), base[2]), answers(*base))
+    write_exports(ev, s.store.dir / "exports", exports)
     s.pool.release_policy()
