@@ -282,3 +282,22 @@ def test_the_judge_validity_block_reads_the_run_directory_not_the_user_cache(tmp
     for limit in (12, 48):  # other checks of the same judge, into the per-user cache
         check(tmp_path / f"elsewhere-{limit}", limit)
         assert block() == shown
+
+
+def test_a_judge_that_is_also_the_reward_model_is_warned_about_beside_the_table(tmp_path):
+    from evalign.report.collect import _shared_judge
+    from evalign.report.record import JudgeRecord, StudyRecord
+
+    def study(reward_id):
+        return StudyRecord(judge=JudgeRecord("qwen-1.5b", "logprobs", "v", reward_id=reward_id,
+                                             reward_kind="judge_pointwise"))
+
+    assert _shared_judge(study("armorm")) is None and _shared_judge(study(None)) is None
+    results = synthetic_results()
+    assert "Warning: the reward model" not in tables.markdown(results)
+    results["shared_judge"] = _shared_judge(study("qwen-1.5b"))
+    md = tables.markdown(results)
+    assert ("Warning: the reward model and the evaluation judge are the same model (qwen-1.5b) with the same "
+            "1–10 grading template") in md
+    _, page, _ = _build(results, tmp_path)
+    assert "set eval.judge to another model" in page

@@ -137,8 +137,17 @@ def collect(store: RunStore) -> dict[str, Any]:
         "answer_lengths": _answer_lengths(store, study),
         "lineage": _lineage_examples(store),
         "judge_validity": validity,
+        "shared_judge": _shared_judge(study),
         "stages": _stage_times(uses),
     }
+
+
+def _shared_judge(study: StudyRecord) -> dict[str, str] | None:
+    """The model that is both the training reward and the evaluation judge, if one is."""
+    judge = study.judge
+    if judge is None or judge.reward_id is None or judge.reward_id != judge.judge_id:
+        return None
+    return {"model": judge.judge_id, "reward_kind": judge.reward_kind or "?"}
 
 
 def _stored_checks(store: RunStore) -> str | None:

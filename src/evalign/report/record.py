@@ -91,6 +91,9 @@ class JudgeRecord:
     variant: str | None = None
     n_winrate: int = 0
     n_questions: int = 0
+    #: The training reward model: when it is the judge, the evaluation measures the training objective.
+    reward_id: str | None = None
+    reward_kind: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JudgeRecord:

@@ -75,10 +75,22 @@ def markdown(results: dict[str, Any]) -> str:
         "prompts (questions for scores). Δ columns: paired bootstrap against the eva default arm; "
         "* marks an interval that excludes 0.",
     ]
+    shared = results.get("shared_judge")
+    if shared:
+        notes += ["", shared_judge_warning(shared)]
     jv = results.get("judge_validity")
     if jv:
         notes += ["", judge_block(jv)]
     return "\n".join([head, sep, *body, *notes]) + "\n"
+
+
+def shared_judge_warning(shared: dict[str, str]) -> str:
+    """Beside the table: the evaluation judge is the model the policies were trained to please."""
+    grades = (" with the same 1–10 grading template, so the average score is the training reward measured on "
+              "other prompts" if shared.get("reward_kind") == "judge_pointwise" else "")
+    return (f"Warning: the reward model and the evaluation judge are the same model ({shared['model']}){grades}. "
+            "A gain in these columns can be reward hacking rather than a better policy; set eval.judge to "
+            "another model to measure the arms independently of their training signal.")
 
 
 def judge_block(jv: dict[str, Any]) -> str:
