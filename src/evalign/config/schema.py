@@ -231,6 +231,11 @@ class EvalConfig(Section):
         default_factory=lambda: SamplingConfig(max_new_tokens=512, temperature=0.7, top_p=0.9),
         description="Decoding of the evaluated answers.",
     )
+    mt_temperatures: Literal["fastchat", "fixed"] = Field(
+        "fastchat", description="MT question answers' temperature: fastchat = FastChat's per-category table "
+        "(0 greedy for math, coding, reasoning, extraction; 0.1 stem, humanities; 0.7 otherwise); fixed = "
+        "answer_sampling.temperature. Win-rate prompts always use answer_sampling.",
+    )
     seed: int = Field(0, description="Seed of the answers' sampling (fixed across arms).")
     max_judge_answer_tokens: int = Field(
         512, ge=16, description="Answers are truncated to this many tokens for the judge."

@@ -1,42 +1,67 @@
 """A model's answers to an evaluation set, through the run store's generation cache.
 
 Multi-turn questions are answered turn by turn: turn 2 sees the question's first turn and
-the model's own first answer, as in MT-Bench. The single-turn prompts and every question's
-first turn go to the model in one batch.
+the model's own first answer, as in MT-Bench. MT answers are sampled at FastChat's
+temperature for their category (``mt_temperatures="fastchat"``, the table in
+:mod:`evalign.eval.mt_bench`; 0 is greedy) or at ``params.temperature`` (``"fixed"``); the
+win-rate prompts always use ``params``. Prompts that share decoding parameters go to the
+model in one batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from evalign.backends.base import LLM, Conversation, GenParams
 from evalign.generation import cached_generate, user
 from evalign.store import RunStore
 from evalign.eval.formats import MTQuestion
+from evalign.eval.mt_bench import TemperatureMode, answer_temperature
 from evalign.eval.sets import EvalPrompt
+
+
+def mt_params(question: MTQuestion, params: GenParams, mode: TemperatureMode) -> GenParams:
+    """The decoding parameters of every turn of ``question``'s answer."""
+    return dataclasses.replace(params, temperature=answer_temperature(question.category, mode, params.temperature))
 
 
 def answer_all(
     llm: LLM, prompts: Sequence[EvalPrompt], questions: Sequence[MTQuestion], params: GenParams, seed: int,
-    store: RunStore | None,
+    store: RunStore | None, mt_temperatures: TemperatureMode = "fastchat",
 ) -> tuple[list[str], list[list[str]]]:
     """(answers to the win-rate prompts, answers per turn to the multi-turn questions)."""
     mt: list[list[str]] = [[] for _ in questions]
-    first = [user(p.prompt) for p in prompts] + [user(q.turns[0]) for q in questions if q.turns]
-    gens, _ = cached_generate(store, llm, first, params, [seed], description="answering eval prompts")
-    texts = [row[0].text for row in gens]
-    winrate, rest = texts[: len(prompts)], iter(texts[len(prompts):])
-    for i, q in enumerate(questions):
-        if q.turns:
-            mt[i].append(next(rest))
+    q_params = [mt_params(q, params, mt_temperatures) for q in questions]
+    first_idx = [i for i, q in enumerate(questions) if q.turns]
+    convs = [user(p.prompt) for p in prompts] + [user(questions[i].turns[0]) for i in first_idx]
+    texts = _generate(store, llm, convs, [params] * len(prompts) + [q_params[i] for i in first_idx], seed,
+                      "answering eval prompts")
+    winrate = texts[: len(prompts)]
+    for i, text in zip(first_idx, texts[len(prompts):]):
+        mt[i].append(text)
     turns = max((len(q.turns) for q in questions), default=0)
     for t in range(1, turns):
         idx = [i for i, q in enumerate(questions) if len(q.turns) > t]
         convs = [_history(questions[i], mt[i], t) for i in idx]
-        gens, _ = cached_generate(store, llm, convs, params, [seed], description=f"answering MT turn {t + 1}")
-        for i, row in zip(idx, gens):
-            mt[i].append(row[0].text)
+        for i, text in zip(idx, _generate(store, llm, convs, [q_params[i] for i in idx], seed,
+                                          f"answering MT turn {t + 1}")):
+            mt[i].append(text)
     return winrate, mt
+
+
+def _generate(store: RunStore | None, llm: LLM, convs: Sequence[Conversation], params: Sequence[GenParams],
+              seed: int, description: str) -> list[str]:
+    """One text per conversation, each with its own parameters; one batch per distinct parameters."""
+    out = [""] * len(convs)
+    groups: dict[GenParams, list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault(p, []).append(i)
+    for p, idx in groups.items():
+        gens, _ = cached_generate(store, llm, [convs[i] for i in idx], p, [seed], description=description)
+        for i, row in zip(idx, gens):
+            out[i] = row[0].text
+    return out
 
 
 def _history(question: MTQuestion, answers: list[str], turn: int) -> Conversation:

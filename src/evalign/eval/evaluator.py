@@ -60,7 +60,8 @@ class Evaluator:
 
     def answers(self, llm, *, seed_offset: int = 0) -> Answers:
         seed = self.seed + seed_offset
-        winrate_answers, mt = answer_all(llm, self.prompts, self.questions, self.params, seed, self.store)
+        winrate_answers, mt = answer_all(llm, self.prompts, self.questions, self.params, seed, self.store,
+                                       self.cfg.mt_temperatures)
         return Answers(llm.model_id, winrate_answers, mt)
 
     def win_rate(self, model: Answers, baseline: Answers, label: str = "") -> WinRate:

@@ -1,8 +1,11 @@
-"""Average score: MT-Bench-style single-answer grading, 1–10, every turn graded.
+"""Average score: MT-Bench single-answer grading, 1–10, every turn graded.
 
-Turn 2 is graded with turn 1 (question and the model's answer) as context; categories with
-reference answers (math, reasoning, coding in the built-in set) show the reference to the
-judge. The average's CI resamples questions, keeping both turns of a question together.
+Turn 2 is graded with turn 1 (question and the model's answer) as context. The judge sees a
+reference answer only for FastChat's reference categories (math, reasoning, coding,
+arena-hard-200: :mod:`evalign.eval.mt_bench`). The average is FastChat's (``show_result.py
+--mode single``, fschat 0.2.36): the mean over every graded turn, so a question with one
+turn left ungraded weighs less; its CI resamples questions, keeping a question's turns
+together.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from evalign.judge.judge import Judge
 from evalign.judge.verdicts import GradeItem
 from evalign.eval import stats
 from evalign.eval.formats import MTQuestion
+from evalign.eval.mt_bench import shown_reference
 
 
 @dataclass
@@ -27,10 +31,13 @@ class Scores:
     per_category: dict[str, float]
     scores: list[list[float | None]] = field(default_factory=list)
     parse_failures: int = 0
+    #: Turns graded (the mean's terms); each estimate's ``n`` counts questions, the CI's unit.
+    graded_turns: int = 0
 
     def as_dict(self) -> dict:
         return {"score": stats.as_dict(self.estimate), "turn1": stats.as_dict(self.turn1), "turn2": stats.as_dict(self.turn2),
-                "per_category": self.per_category, "scores": self.scores, "parse_failures": self.parse_failures}
+                "per_category": self.per_category, "scores": self.scores, "parse_failures": self.parse_failures,
+                "graded_turns": self.graded_turns}
 
 
 def grade_items(questions: Sequence[MTQuestion], answers: Sequence[Sequence[str]]
@@ -39,7 +46,7 @@ def grade_items(questions: Sequence[MTQuestion], answers: Sequence[Sequence[str]
     items, where = [], []
     for qi, (q, ans) in enumerate(zip(questions, answers)):
         for t, (turn, answer) in enumerate(zip(q.turns, ans)):
-            ref = q.reference[t] if q.reference and t < len(q.reference) else None
+            ref = shown_reference(q, t)
             context = tuple((q.turns[k], ans[k]) for k in range(t))
             items.append(GradeItem(turn, answer, ref, context))
             where.append((qi, t))
@@ -63,20 +70,33 @@ def judge_scores(
         scores[qi][t] = v.score
         failures += int(v.parse_failed)
 
-    def per_question(turn: int | None) -> list[float]:
-        vals = []
-        for row in scores:
-            got = [s for k, s in enumerate(row) if s is not None and (turn is None or k == turn)]
-            if got:
-                vals.append(float(np.mean(got)))
-        return vals
-
-    def ci(vals: list[float]) -> stats.Estimate | None:
-        return stats.mean_ci(vals, n_boot=n_boot, seed=seed) if vals else None
-
     by_cat: dict[str, list[float]] = defaultdict(list)
     for q, row in zip(questions, scores):
         by_cat[q.category].extend(s for s in row if s is not None)
-    # n counts questions: the bootstrap unit, since a question's two turns are not independent.
-    return Scores(ci(per_question(None)), ci(per_question(0)), ci(per_question(1)),
-                  {c: float(np.mean(v)) for c, v in sorted(by_cat.items()) if v}, scores, failures)
+    return Scores(turn_mean(scores, None, n_boot, seed), turn_mean(scores, 0, n_boot, seed),
+                  turn_mean(scores, 1, n_boot, seed),
+                  {c: float(np.mean(v)) for c, v in sorted(by_cat.items()) if v}, scores, failures,
+                  sum(s is not None for row in scores for s in row))
+
+
+def turn_mean(scores: Sequence[Sequence[float | None]], turn: int | None, n_boot: int = 2000,
+              seed: int = 0) -> stats.Estimate | None:
+    """Mean grade over every graded turn (``turn``: only that 0-based turn), as FastChat's
+    ``show_result`` averages its ``score != -1`` rows; None (ungraded) turns are left out.
+
+    The CI is a question-clustered bootstrap: questions are resampled with all their graded
+    turns and the statistic is the resample's total grade over its number of graded turns.
+    ``n`` counts the questions with at least one graded turn in the mean.
+    """
+    rows = []
+    for row in scores:
+        got = [s for k, s in enumerate(row) if s is not None and (turn is None or k == turn)]
+        if got:
+            rows.append((float(sum(got)), float(len(got))))
+    if not rows:
+        return None
+    return stats.bootstrap_ci(np.array(rows), _pooled_mean, n_boot, seed)
+
+
+def _pooled_mean(rows: np.ndarray) -> float:
+    return float(rows[:, 0].sum() / rows[:, 1].sum())

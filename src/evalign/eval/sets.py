@@ -4,7 +4,8 @@ Win-rate prompts come from ``builtin:eval`` (96 single-turn prompts over MT-Benc
 categories, written for the project), a JSONL with ``id``/``prompt``, an Arena-Hard
 ``question.jsonl`` (v0.1 or v2.0) or an AlpacaEval JSON list (``instruction``). Two-turn
 questions come from ``builtin:mt`` (48 questions, references for math, reasoning and coding)
-or an MT-Bench ``question.jsonl`` plus its reference-answer file.
+or an MT-Bench ``question.jsonl`` plus its reference-answer file, whose references replace
+the question file's inline ones (FastChat grades against the file only).
 
 A ``limit`` takes items round-robin over categories, so a small quickstart still covers
 every category instead of the first one or two.
@@ -22,6 +23,7 @@ from evalign.errors import InputError
 from evalign.fsutil import read_jsonl
 from evalign.prompts import builtin_path
 from evalign.eval import formats
+from evalign.eval.mt_bench import attach_references
 
 T = TypeVar("T")
 
@@ -94,15 +96,15 @@ def _check_text_format(path: Path, key: str) -> None:
 
 
 def load_mt_questions(source: str, references: str | None = None, limit: int | None = None) -> list[formats.MTQuestion]:
+    """MT questions with their references; a ``references`` file wins over inline ``reference``
+    fields, as in FastChat (which reads only the file). Which categories show a reference to
+    the judge is decided at grading time (:func:`evalign.eval.mt_bench.shown_reference`)."""
     path = builtin_path("mt_questions.jsonl") if source == "builtin:mt" else Path(source).expanduser()
     if not path.is_file():
         raise InputError(f"MT question file '{source}' not found; use builtin:mt or an MT-Bench question.jsonl")
     questions = formats.load_mt_questions(path)
     if references:
-        refs = formats.load_mt_references(references)
-        for q in questions:
-            if q.reference is None and q.question_id in refs:
-                q.reference = refs[q.question_id]
+        attach_references(questions, formats.load_mt_references(references))
     if not questions:
         raise InputError(f"{path}: no questions; add some")
     return spread(questions, limit)

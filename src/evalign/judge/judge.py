@@ -42,6 +42,7 @@ from evalign.judge.prompts import (
 from evalign.judge.screen import SCREEN_VERSION, addresses_judge
 from evalign.judge.variants import PHRASINGS, TIEBREAK_BAND, JudgeVariant, Phrasing, get_variant
 from evalign.judge.verdicts import (
+    GRADE_PARSER_VERSION,
     GradeItem,
     JudgeStats,
     PairItem,
@@ -123,6 +124,8 @@ class Judge:
         extra = f"{tiebreak_llm.model_id}|{tiebreak_band}" if self.tiebreak_llm is not None else ""
         self.pair_version = spec.version(PAIR_VERSION, extra)
         self.grade_version = spec.version(GRADE_VERSION, extra)
+        if self.mode != "logprobs":  # generated grades depend on how the text is read
+            self.grade_version = sha(f"{self.grade_version}|parser:{GRADE_PARSER_VERSION}", 12)
         if screen:  # the verdicts of screened answers differ: results measured without it do not apply
             self.pair_version = sha(f"{self.pair_version}|screen:{SCREEN_VERSION}", 12)
             self.grade_version = sha(f"{self.grade_version}|screen:{SCREEN_VERSION}", 12)
@@ -173,6 +176,8 @@ class Judge:
     def grade_key(self, item: GradeItem) -> str:
         parts = ["grade", self.judge_id, self.variant_spec.grade_cache_version, self.mode, sha(item.question),
                  sha(item.answer), sha(item.reference or ""), sha(json.dumps(item.context))]
+        if self.mode != "logprobs":
+            parts.append(GRADE_PARSER_VERSION)
         if self.variant_spec.reads_category:
             parts.append(item.category or "")
         return key_of(*parts)

@@ -2,7 +2,7 @@
 
 A verdict is read from next-token probabilities when the backend gives exact ones
 (P("A") vs P("B"), expected value over "1".."10"), or parsed from generated text
-(``[[A>>B]]`` ... ``[[B>>A]]``, ``[[7]]``) for API judges. A generated verdict that cannot
+(``[[A>>B]]`` ... ``[[B>>A]]``, ``[[7]]`` read as FastChat reads it) for API judges. A generated verdict that cannot
 be parsed is recorded as a parse failure and left out of every metric — never silently scored.
 """
 
@@ -60,7 +60,12 @@ class JudgeStats:
 
 VERDICTS = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}
 _VERDICT_RE = re.compile(r"\[\[\s*(A\s*>>\s*B|A\s*>\s*B|A\s*=\s*B|B\s*>\s*A|B\s*>>\s*A)\s*\]\]")
-_RATING_RE = re.compile(r"\[\[\s*(10|[1-9])(?:\.\d+)?\s*\]\]")
+# FastChat's ``common.one_score_pattern`` and ``one_score_pattern_backup`` (fschat 0.2.36).
+_RATING_RE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
+_RATING_BACKUP_RE = re.compile(r"\[(\d+\.?\d*)\]")
+#: Names how generated grades are read; part of a generate-mode judge's grade version, so
+#: grades stored under another parser are not reused.
+GRADE_PARSER_VERSION = "fastchat-0.2.36-one-score"
 
 
 def parse_pair(text: str) -> Verdict | None:
@@ -73,12 +78,14 @@ def parse_pair(text: str) -> Verdict | None:
 
 
 def parse_grade(text: str) -> Verdict | None:
-    """The last ``[[7]]``-style rating in a generated judgment, or None."""
-    found = _RATING_RE.findall(text)
-    if not found:
+    """The rating of a generated judgment as FastChat's ``run_judge_single`` reads it: the
+    first ``[[9.5]]``, else the first ``[9.5]``; half points are kept and the number is not
+    range-checked (FastChat keeps it too). None when neither pattern matches (FastChat's -1).
+    """
+    match = _RATING_RE.search(text) or _RATING_BACKUP_RE.search(text)
+    if match is None:
         return None
-    score = float(found[-1])
-    return Verdict(score=score, label=found[-1])
+    return Verdict(score=float(match.group(1)), label=match.group(1))
 
 
 def cached_verdict(row) -> Verdict:
