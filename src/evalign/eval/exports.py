@@ -2,7 +2,7 @@
 
 ``RUN_DIR/exports/`` after ``evalign eval``, ``run`` or ``ablate``::
 
-    fastchat/data/<mt bench>/question.jsonl, model_answer/<model>.jsonl,
+    fastchat/data/mt_bench/question.jsonl, model_answer/<model>.jsonl,
                              reference_answer/<ref>.jsonl, model_judgment/<judge>_single.jsonl
     fastchat/data/<win-rate bench>-vs-<baseline>/...   model_judgment/<judge>_pair.jsonl
     arena-hard-v0.1/data/<win-rate bench>-vs-<baseline>/  question.jsonl, model_answer/, model_judgment/<judge>/
@@ -29,8 +29,8 @@ from evalign.eval.judgments import graded_turns, judged_pairs
 
 
 def export_name(name: str) -> str:
-    """A model name usable as a file name in every tool's layout ('θ0 (seed 1)' -> 'θ0-seed-1')."""
-    return re.sub(r"[^\w.-]+", "-", name).strip("-.") or "model"
+    """A model name every tool reads back unchanged from its file name ('eva (seed 1)' -> 'eva-seed-1')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
 
 
 @dataclass
@@ -58,27 +58,27 @@ class ExportPlan:
             self.compared.append(pair)
 
 
-def bench_names(ev: Evaluator) -> tuple[str, str]:
-    """(MT bench, win-rate bench): an official file's folder name (``data/mt_bench/question.jsonl``
-    -> ``mt_bench``), ``alpaca_eval`` for an AlpacaEval JSON set, or evalign's name for a built-in set."""
-    def name(source: str, builtin: str) -> str:
-        if source.startswith("builtin:"):
-            return builtin
-        path = Path(source)
-        if path.suffix == ".json":
-            return "alpaca_eval"
-        return export_name(path.parent.name if path.stem == "question" and path.parent.name else path.stem)
-    return name(ev.cfg.mt_questions, "evalign_mt"), name(ev.cfg.winrate_prompts, "evalign_eval")
+def bench_name(source: str) -> str:
+    """The win-rate bench's name: an official file's folder name (``data/arena-hard-v0.1/question.jsonl``
+    -> ``arena-hard-v0.1``), ``alpaca_eval`` for an AlpacaEval JSON set, ``evalign_eval`` for the
+    built-in set. (The MT questions are always FastChat's bench ``mt_bench``: its ``show_result.py``
+    prints turn 2 and the average only under that name.)"""
+    if source.startswith("builtin:"):
+        return "evalign_eval"
+    path = Path(source)
+    if path.suffix == ".json":
+        return "alpaca_eval"
+    return export_name(path.parent.name if path.stem == "question" and path.parent.name else path.stem)
 
 
 def write_exports(ev: Evaluator, root: Path, plan: ExportPlan) -> dict[str, str]:
     """Write every tool's layout under ``root``; returns tool -> folder written."""
     judge_name = export_name(ev.judge.judge_id)
-    mt_bench, winrate_bench = bench_names(ev)
+    winrate_bench = bench_name(ev.cfg.winrate_prompts)
     written: dict[str, str] = {}
     if plan.graded and ev.questions:
         turns = {n: graded_turns(ev.judge, ev.questions, n, plan.answers[n].mt) for n in plan.graded}
-        fastchat.write_fastchat_bench(root / "fastchat", mt_bench, ev.questions,
+        fastchat.write_fastchat_bench(root / "fastchat", "mt_bench", ev.questions,
                                       {n: plan.answers[n].mt for n in plan.graded}, turns, judge_name)
         written["fastchat"] = str(root / "fastchat")
     by_baseline: Mapping[str, list[str]] = defaultdict(list)
@@ -92,7 +92,8 @@ def write_exports(ev: Evaluator, root: Path, plan: ExportPlan) -> dict[str, str]
                  for m in models}
         answers = {n: plan.answers[n].winrate_answers for n in [baseline, *models]}
         bench = f"{winrate_bench}-vs-{baseline}"
-        fastchat.write_fastchat_pairwise(root / "fastchat", bench, ev.prompts, answers, pairs, judge_name, baseline)
+        fastchat.write_fastchat_pairwise(root / "fastchat", bench, [p for m in models for p in pairs[m]],
+                                         judge_name, {p.id: p.category for p in ev.prompts})
         for version in ("v0.1", "v2.0"):
             arena_hard.write_arena_hard(root / f"arena-hard-{version}", bench, ev.prompts, answers, pairs,
                                         judge_name, baseline, version)

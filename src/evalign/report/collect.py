@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from evalign.eval import stats
+from evalign.eval.score import turn_mean
 from evalign.report.record import StageUse, StudyRecord
 from evalign.store import RunStore
 
@@ -27,6 +28,14 @@ def _mean_over_seeds(rows: list[list[float | None]]) -> list[float | None]:
         got = [v for v in vals if v is not None]
         out.append(sum(got) / len(got) if got else None)
     return out
+
+
+def _grades_over_seeds(score_rows: list[list[list[float | None]]]) -> list[list[float | None]]:
+    """Per question and turn, the mean grade across seeds: with one seed, the grades themselves,
+    whose mean over graded turns is FastChat's MT-Bench average."""
+    if not score_rows:
+        return []
+    return [_mean_over_seeds([list(row) for row in rows]) for rows in zip(*score_rows)]
 
 
 def _question_means(scores: list[list[float | None]], turn: int | None = None) -> list[float | None]:
@@ -69,6 +78,7 @@ def collect(store: RunStore) -> dict[str, Any]:
         base_outcomes = _mean_over_seeds([m["outcomes"] for m in wb]) if wb else []
         score_rows = [m["scores"] for m in sc]
         q_scores = _mean_over_seeds([_question_means(s) for s in score_rows]) if sc else []
+        grades = _grades_over_seeds(score_rows)
         lc = None
         if wr:
             lens_m = np.mean([m["lengths_model"] for m in wr], axis=0)
@@ -91,9 +101,9 @@ def collect(store: RunStore) -> dict[str, Any]:
             "win_rate": stats.as_dict(_ci(outcomes, "win")),
             "lc_win_rate": stats.as_dict(lc),
             "win_rate_vs_baseline": stats.as_dict(_ci(base_outcomes, "win")),
-            "score": stats.as_dict(_ci(q_scores, "score")),
-            "turn1": stats.as_dict(_ci(_mean_over_seeds([_question_means(s, 0) for s in score_rows]), "score")) if sc else None,
-            "turn2": stats.as_dict(_ci(_mean_over_seeds([_question_means(s, 1) for s in score_rows]), "score")) if sc else None,
+            "score": stats.as_dict(turn_mean(grades, None)) if sc else None,
+            "turn1": stats.as_dict(turn_mean(grades, 0)) if sc else None,
+            "turn2": stats.as_dict(turn_mean(grades, 1)) if sc else None,
             "per_category": _mean_dicts([m.get("per_category", {}) for m in sc]),
             "parse_failures": sum(m.get("parse_failures", 0) for m in wr + wb + sc),
             "train_pairs": _mean([s.train_pairs for s in seeds.values()]),
