@@ -15,7 +15,7 @@ from typing import Any
 
 from evalign.backends.base import GenParams
 from evalign.config import EvalConfig
-from evalign.eval import formats
+from evalign.eval import alpaca, formats
 from evalign.eval.answers import answer_all
 from evalign.eval.score import Scores, judge_scores
 from evalign.eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts
@@ -45,6 +45,7 @@ class Evaluator:
         self.prompts: list[EvalPrompt] = load_winrate_prompts(cfg.winrate_prompts, cfg.winrate_limit)
         self.questions = load_mt_questions(cfg.mt_questions, cfg.mt_references, cfg.mt_limit)
         self.params = GenParams.from_config(cfg.answer_sampling)
+        self.alpaca_reference = alpaca.load_reference(cfg.alpaca_eval_data) if cfg.alpaca_eval_data else None
         self._judge: Judge | None = None
 
     @property
@@ -68,7 +69,7 @@ class Evaluator:
     def win_rate(self, model: Answers, baseline: Answers, label: str = "") -> WinRate:
         return judge_win_rate(self.judge, [p.prompt for p in self.prompts], model.winrate_answers, baseline.winrate_answers,
                               n_boot=self.cfg.bootstrap_samples, seed=self.seed,
-                              description=f"judging {label or 'win rate'}")
+                              description=f"judging {label or 'win rate'}", alpaca_reference=self.alpaca_reference)
 
     def scores(self, model: Answers, label: str = "") -> Scores:
         return judge_scores(self.judge, self.questions, model.mt, n_boot=self.cfg.bootstrap_samples,
@@ -87,7 +88,7 @@ class Evaluator:
         formats.export_arena_answers({p.id: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
                                      paths["arena_hard"])
         formats.export_alpaca_outputs({p.prompt: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
-                                      paths["alpaca_eval"])
+                                      paths["alpaca_eval"], datasets={p.prompt: alpaca.dataset_of(p) for p in self.prompts})
         return {k: str(v) for k, v in paths.items()}
 
 
