@@ -121,3 +121,10 @@ def test_prompts_outside_alpaca_eval_fall_back_to_the_simplified_lc(tmp_path, mo
     assert method == alpaca.SIMPLIFIED_LC
     assert est == stats.length_controlled_win_rate(outcomes, [len(a) for a in MODEL[:5]],
                                                    [len(b) for b in BASE[:5]], n_boot=100)
+
+
+def test_the_alpaca_eval_2_baseline_file_serves_as_the_instruction_list(tmp_path, monkeypatch):
+    monkeypatch.setattr(alpaca, "alpaca_eval_available", lambda: True)
+    texts = write_alpaca_data(tmp_path, 6)
+    (tmp_path / "alpaca_eval.json").rename(tmp_path / "alpaca_eval_gpt4_baseline.json")
+    assert alpaca.load_reference(tmp_path).positions(texts[::-1]) == [5, 4, 3, 2, 1, 0]

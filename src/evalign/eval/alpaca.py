@@ -9,10 +9,14 @@ among the 805, the ``index`` column), so the official LC applies only when every
 prompt is an AlpacaEval instruction, matched by its exact text.
 
 When alpaca_eval is installed and ``eval.alpaca_eval_data`` names a directory with
-``df_gamed.csv`` and ``alpaca_eval.json`` (the 805 instructions in AlpacaEval's order), the LC
+``df_gamed.csv`` and ``alpaca_eval.json`` (the 805 instructions in AlpacaEval's order;
+``alpaca_eval_gpt4_baseline.json`` serves too), the LC
 is ``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate`` on a frame built from
 evalign's outcomes, with the hub download served from that directory; its CI is
-value ± 1.96 × alpaca_eval's ``lc_standard_error``. Otherwise evalign's simplified LC
+value ± 1.96 × alpaca_eval's ``lc_standard_error`` (the spread of its per-instruction
+predictions: it leaves out the fit's own uncertainty, so it is narrower than a bootstrap and
+is zero when the fit keeps no coefficient; refitting the cross-validated GLM on a thousand
+resamples would take minutes). Otherwise evalign's simplified LC
 (:func:`evalign.eval.stats.length_controlled_win_rate`, bootstrap CI) is used. Either way the
 method travels with the number as a label. There is no reimplementation of the official
 formula without the package: its fit is sklearn's cross-validated L1 logistic regression, and
@@ -35,7 +39,8 @@ from evalign.eval.sets import EvalPrompt
 OFFICIAL_LC = "alpaca_eval length_controlled_v1 (official)"
 SIMPLIFIED_LC = "simplified: outcome ~ 1 + tanh(Δlen/sd), no instruction difficulty, no regularisation"
 GAMED_FILE = "df_gamed.csv"
-INSTRUCTIONS_FILE = "alpaca_eval.json"
+INSTRUCTIONS_FILE = "alpaca_eval.json"  # or the 2.0 baseline's file: the same 805 instructions, same order
+INSTRUCTION_FILES = (INSTRUCTIONS_FILE, "alpaca_eval_gpt4_baseline.json")
 MODEL_NAME, BASELINE_NAME = "model", "baseline"  # generator_2 and generator_1 in the GLM's frame
 Z95 = 1.959963984540054
 
@@ -73,7 +78,8 @@ class AlpacaReference:
 def load_reference(directory: str | Path) -> AlpacaReference:
     """Read ``eval.alpaca_eval_data``; needs alpaca_eval installed, as only it computes the LC."""
     root = Path(directory).expanduser()
-    gamed, listing = root / GAMED_FILE, root / INSTRUCTIONS_FILE
+    gamed = root / GAMED_FILE
+    listing = next((root / n for n in INSTRUCTION_FILES if (root / n).is_file()), root / INSTRUCTIONS_FILE)
     for f in (gamed, listing):
         if not f.is_file():
             raise InputError(
