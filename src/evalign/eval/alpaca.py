@@ -143,7 +143,7 @@ def official_lc(outcomes: Sequence[float], instructions: Sequence[str], model_an
     with _local_hub(reference.gamed_path), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.9 on alpaca_eval 0.6.6's arguments
         metrics = get_length_controlled_winrate(frame, save_weights_dir=None, is_warn_extreme_changes=False)
-    value, se = metrics["length_controlled_winrate"] / 100, metrics["lc_standard_error"] / 100
+    value, se = float(metrics["length_controlled_winrate"]) / 100, float(metrics["lc_standard_error"]) / 100
     se = 0.0 if math.isnan(se) else se
     return stats.Estimate(value, max(0.0, value - Z95 * se), min(1.0, value + Z95 * se), len(frame))
 
