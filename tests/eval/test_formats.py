@@ -125,8 +125,8 @@ def test_alpaca_round_trip(tmp_path):
     export_alpaca_outputs(answers, "my-gen", path)
     loaded = load_alpaca(path)
     assert loaded == [
-        {"instruction": "Name a colour.", "output": "Blue.", "generator": "my-gen"},
-        {"instruction": "Say hi in French.", "output": "Salut !", "generator": "my-gen"},
+        {"instruction": "Name a colour.", "output": "Blue.", "generator": "my-gen", "dataset": "evalign"},
+        {"instruction": "Say hi in French.", "output": "Salut !", "generator": "my-gen", "dataset": "evalign"},
     ]
 
 

@@ -43,6 +43,7 @@ class Evaluator:
         self.prompts: list[EvalPrompt] = load_winrate_prompts(cfg.winrate_prompts, cfg.winrate_limit)
         self.questions = load_mt_questions(cfg.mt_questions, cfg.mt_references, cfg.mt_limit)
         self.params = GenParams.from_config(cfg.answer_sampling)
+        self.alpaca_reference = alpaca.load_reference(cfg.alpaca_eval_data) if cfg.alpaca_eval_data else None
         self._judge: Judge | None = None
 
     @property
@@ -67,7 +68,7 @@ class Evaluator:
     def win_rate(self, model: Answers, baseline: Answers, label: str = "") -> WinRate:
         return judge_win_rate(self.judge, [p.prompt for p in self.prompts], model.winrate_answers, baseline.winrate_answers,
                               n_boot=self.cfg.bootstrap_samples, seed=self.seed,
-                              description=f"judging {label or 'win rate'}")
+                              description=f"judging {label or 'win rate'}", alpaca_reference=self.alpaca_reference)
 
     def scores(self, model: Answers, label: str = "") -> Scores:
         return judge_scores(self.judge, self.questions, model.mt, n_boot=self.cfg.bootstrap_samples,

@@ -6,7 +6,8 @@ Supported versions, so results can be cross-checked with the official tools:
   ``reference_answer/*.jsonl``, single-answer-grading ``model_judgment/*_single.jsonl``).
 - Arena-Hard-Auto v0.1 (``question_id``/``turns``, answers in ``choices``) and v2.0
   (``uid``/``prompt``, answers in ``messages``); we export v0.1 answers.
-- AlpacaEval 2.0 ``model_outputs.json`` (a JSON list of ``instruction``/``output``/``generator``).
+- AlpacaEval 2.0 ``model_outputs.json`` (a JSON list of ``dataset``/``instruction``/``output``/``generator``);
+  its ``annotations.json`` is written by ``eval/alpaca_export.py``.
 
 Every problem in a user's file is an :class:`InputError` naming the file, the line (for a
 JSON list, the item) and the fix. Files are written atomically, so an interrupted export
@@ -324,9 +325,20 @@ def load_alpaca(path: PathLike) -> list[dict[str, str]]:
     return _read_json_list(Path(path), _alpaca_record, what)
 
 
-def export_alpaca_outputs(answers: Mapping[str, str], generator: str, path: PathLike) -> None:
-    """Write instruction -> output as AlpacaEval ``model_outputs.json`` for ``alpaca_eval``."""
-    rows = [{"instruction": i, "output": o, "generator": generator} for i, o in answers.items()]
+ALPACA_DEFAULT_DATASET = "evalign"
+
+
+def export_alpaca_outputs(answers: Mapping[str, str], generator: str, path: PathLike,
+                          datasets: Mapping[str, str] | None = None) -> None:
+    """Write instruction -> output as AlpacaEval ``model_outputs.json`` for ``alpaca_eval``.
+
+    ``dataset`` is the instruction's source as AlpacaEval names it (``helpful_base``,
+    ``koala``, ...), taken from ``datasets``; instructions without one get "evalign".
+    alpaca_eval does not require the field but keeps it in its annotations.
+    """
+    datasets = datasets or {}
+    rows = [{"dataset": datasets.get(i) or ALPACA_DEFAULT_DATASET, "instruction": i, "output": o,
+             "generator": generator} for i, o in answers.items()]
     fsutil.atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
 
 

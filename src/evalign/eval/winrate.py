@@ -5,7 +5,8 @@ outcome is the model's win probability averaged over the two orders (ties and sp
 verdicts count half), so a judge that always prefers the first answer yields exactly 50%.
 Discrete counts follow Arena-Hard: a win needs both orders to agree, a loss likewise, and
 anything else is a tie. The length-controlled rate regresses out the answer-length
-difference (AlpacaEval 2.0's idea). Prompts whose verdicts could not be parsed in either
+difference: AlpacaEval's own LC on AlpacaEval's instructions, a simplified one elsewhere
+(eval/alpaca.py; ``lc_method`` says which). Prompts whose verdicts could not be parsed in either
 order are counted and left out.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from evalign.judge.judge import Judge
 from evalign.judge.verdicts import PairItem
-from evalign.eval import stats
+from evalign.eval import alpaca, stats
 
 
 @dataclass
@@ -31,6 +32,7 @@ class WinRate:
     first_position_rate: float | None = None
     lengths_model: list[int] = field(default_factory=list)
     lengths_baseline: list[int] = field(default_factory=list)
+    lc_method: str = alpaca.SIMPLIFIED_LC
 
     @property
     def n(self) -> int:
@@ -40,7 +42,8 @@ class WinRate:
         return {"win_rate": stats.as_dict(self.estimate), "lc_win_rate": stats.as_dict(self.lc), "wins": self.wins, "ties": self.ties,
                 "losses": self.losses, "parse_failures": self.parse_failures,
                 "first_position_rate": self.first_position_rate, "outcomes": self.outcomes,
-                "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline}
+                "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline,
+                "lc_method": self.lc_method}
 
 
 def pair_items(questions: Sequence[str], model_answers: Sequence[str], baseline_answers: Sequence[str],
@@ -63,6 +66,7 @@ def judge_win_rate(
     n_boot: int = 2000,
     seed: int = 0,
     description: str = "judging win rate",
+    alpaca_reference: alpaca.AlpacaReference | None = None,
 ) -> WinRate:
     items = pair_items(questions, model_answers, baseline_answers, references)
     verdicts = judge.compare(items, description=description)
@@ -94,10 +98,12 @@ def judge_win_rate(
     lm = [len(a) for a in model_answers]
     lb = [len(a) for a in baseline_answers]
     est = lc = None
+    lc_method = alpaca.SIMPLIFIED_LC
     if valid:
         ys = [outcomes[i] for i in valid]
         est = stats.win_rate(ys, n_boot=n_boot, seed=seed)
-        lc = stats.length_controlled_win_rate(ys, [lm[i] for i in valid], [lb[i] for i in valid],
-                                              n_boot=min(n_boot, 1000), seed=seed)
+        lc, lc_method = alpaca.length_controlled(
+            ys, [questions[i] for i in valid], [model_answers[i] for i in valid],
+            [baseline_answers[i] for i in valid], alpaca_reference, n_boot=min(n_boot, 1000), seed=seed)
     return WinRate(est, lc, outcomes, wins, ties, losses, failures,
-                   first / judged if judged else None, lm, lb)
+                   first / judged if judged else None, lm, lb, lc_method)
