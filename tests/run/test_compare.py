@@ -33,7 +33,8 @@ def test_a_model_against_itself_resampled(tmp_path):
     first = evaluate_models(eval_config(tmp_path), "echo", out_dir=out)
     assert first.table.startswith(TABLE_HEAD)
     assert "\n| echo | " in first.table and "| 4 |" in first.table  # n = the 4 win-rate prompts
-    judge_line, calls_line, export_line = first.lines
+    judge_line, calls_line, lc_line, export_line = first.lines
+    assert lc_line.startswith("LC win rate: simplified: ")
     assert judge_line.startswith("baseline: self, resampled; judge scripted:echo (logprobs); first-position rate ")
     assert calls_line == f"judge calls: {first.judge_calls} new, 0 cached" and first.judge_calls > 0
     assert export_line == f"exported for FastChat, Arena-Hard and AlpacaEval: {out / 'exports'}"

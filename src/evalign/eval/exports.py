@@ -7,7 +7,8 @@
     fastchat/data/<win-rate bench>-vs-<baseline>/...   model_judgment/<judge>_pair.jsonl
     arena-hard-v0.1/data/<win-rate bench>-vs-<baseline>/  question.jsonl, model_answer/, model_judgment/<judge>/
     arena-hard-v2.0/data/<win-rate bench>-vs-<baseline>/  (the same, uid-keyed)
-    alpaca_eval/<win-rate bench>-vs-<baseline>/<model>/   model_outputs.json, reference_outputs.json, annotations.json
+    alpaca_eval/<win-rate bench>-vs-<baseline>/<model>/   model_outputs.json, reference_outputs.json,
+                                                          <judge>/annotations.json
 
 One bench per baseline, because Arena-Hard and FastChat's ``pairwise-baseline`` compare every
 model of a bench against one baseline. Model names are file names (FastChat and Arena-Hard name
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evalign.eval import alpaca, arena_hard, fastchat
+from evalign.eval import alpaca_export, arena_hard, fastchat
 from evalign.eval.evaluator import Answers, Evaluator
 from evalign.eval.judgments import graded_turns, judged_pairs
 
@@ -98,8 +99,9 @@ def write_exports(ev: Evaluator, root: Path, plan: ExportPlan) -> dict[str, str]
             arena_hard.write_arena_hard(root / f"arena-hard-{version}", bench, ev.prompts, answers, pairs,
                                         judge_name, baseline, version)
         for m in models:
-            alpaca.write_alpaca_eval(root / "alpaca_eval" / bench, m, baseline, ev.prompts,
-                                     answers[m], base, pairs[m], judge_name)
+            alpaca_export.write_alpaca_eval(root / "alpaca_eval" / bench, m, baseline, ev.prompts, answers[m], base,
+                                            pairs[m], judge_name, combine=ev.judge.combine,
+                                            reference=ev.alpaca_reference)
         written.update({"fastchat": str(root / "fastchat"), "arena_hard": str(root / "arena-hard-v0.1"),
                         "arena_hard_v2": str(root / "arena-hard-v2.0"), "alpaca_eval": str(root / "alpaca_eval")})
     return written

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from evalign.eval import stats
+from evalign.eval.alpaca import SIMPLIFIED_LC
 from evalign.eval.score import turn_mean
 from evalign.report.record import StageUse, StudyRecord
 from evalign.store import RunStore
@@ -28,6 +29,22 @@ def _mean_over_seeds(rows: list[list[float | None]]) -> list[float | None]:
         got = [v for v in vals if v is not None]
         out.append(sum(got) / len(got) if got else None)
     return out
+
+
+def _lc(metrics: list[dict[str, Any]], outcomes: list[float | None]) -> tuple[dict | None, str | None]:
+    """The LC win rate and how it was computed. One seed: the evaluation's own (AlpacaEval's
+    official LC where it applied). Several: the simplified LC of the seed-averaged outcomes."""
+    if not metrics:
+        return None, None
+    if len(metrics) == 1:
+        return metrics[0].get("lc_win_rate"), metrics[0].get("lc_method") or SIMPLIFIED_LC
+    lens_m = np.mean([m["lengths_model"] for m in metrics], axis=0)
+    lens_b = np.mean([m["lengths_baseline"] for m in metrics], axis=0)
+    ok = [i for i, o in enumerate(outcomes) if o is not None]
+    if not ok:
+        return None, None
+    lc = stats.length_controlled_win_rate([outcomes[i] for i in ok], lens_m[ok], lens_b[ok])
+    return stats.as_dict(lc), f"{SIMPLIFIED_LC}; seed-averaged outcomes"
 
 
 def _grades_over_seeds(score_rows: list[list[list[float | None]]]) -> list[list[float | None]]:
@@ -79,13 +96,7 @@ def collect(store: RunStore) -> dict[str, Any]:
         score_rows = [m["scores"] for m in sc]
         q_scores = _mean_over_seeds([_question_means(s) for s in score_rows]) if sc else []
         grades = _grades_over_seeds(score_rows)
-        lc = None
-        if wr:
-            lens_m = np.mean([m["lengths_model"] for m in wr], axis=0)
-            lens_b = np.mean([m["lengths_baseline"] for m in wr], axis=0)
-            ok = [i for i, o in enumerate(outcomes) if o is not None]
-            if ok:
-                lc = stats.length_controlled_win_rate([outcomes[i] for i in ok], lens_m[ok], lens_b[ok])
+        lc, lc_method = _lc(wr, outcomes)
         per_arm_outcomes[name] = {"win": outcomes, "score": q_scores}
         summaries = [s.summary or {} for s in seeds.values()]
         its = [v for summ in summaries for v in summ.values()]
@@ -99,7 +110,8 @@ def collect(store: RunStore) -> dict[str, Any]:
             "description": arm.description,
             "n_seeds": len(seeds),
             "win_rate": stats.as_dict(_ci(outcomes, "win")),
-            "lc_win_rate": stats.as_dict(lc),
+            "lc_win_rate": lc,
+            "lc_method": lc_method,
             "win_rate_vs_baseline": stats.as_dict(_ci(base_outcomes, "win")),
             "score": stats.as_dict(turn_mean(grades, None)) if sc else None,
             "turn1": stats.as_dict(turn_mean(grades, 0)) if sc else None,

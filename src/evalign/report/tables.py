@@ -75,6 +75,9 @@ def markdown(results: dict[str, Any]) -> str:
         "prompts (questions for scores). Δ columns: paired bootstrap against the eva default arm; "
         "* marks an interval that excludes 0.",
     ]
+    methods = sorted({r["lc_method"] for r in rows if r.get("lc_method")})
+    if methods:
+        notes += ["", "LC win rate: " + "; ".join(methods) + "."]
     shared = results.get("shared_judge")
     if shared:
         notes += ["", shared_judge_warning(shared)]
@@ -126,7 +129,7 @@ def _validity_origin(jv: dict[str, Any]) -> str:
 
 
 def csv_text(results: dict[str, Any]) -> str:
-    fields = ["arm", "description", "n_seeds"]
+    fields = ["arm", "description", "n_seeds", "lc_method"]
     est = ["win_rate", "lc_win_rate", "win_rate_vs_baseline", "score", "turn1", "turn2",
            "diff_win_rate_vs_default", "diff_score_vs_default"]
     scalars = ["train_pairs", "mean_answer_chars", "mean_info_sampled", "evolved", "kept", "compute_seconds",

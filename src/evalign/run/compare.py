@@ -174,6 +174,7 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
             judge_line,
             f"judge calls: {judge_stats.calls} new, {judge_stats.cache_hits} cached"
             + (f"; {failures} unparseable verdicts left out" if failures else ""),
+            f"LC win rate: {wr.lc_method}",
             f"exported for FastChat, Arena-Hard and AlpacaEval: {s.store.dir / 'exports'}",
         ]
         say(f"run directory: {s.store.dir}")
