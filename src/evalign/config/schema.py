@@ -59,6 +59,11 @@ class FilterConfig(Section):
     dedup_threshold: float = Field(
         0.8, gt=0, le=1, description="Jaccard similarity (word 3-gram MinHash) to drop a near-duplicate."
     )
+    min_new_words: int = Field(
+        4, ge=1,
+        description="A prompt at least dedup_threshold-similar to its parent or a pool prompt is still kept "
+        "when it adds this many words of its own (a faithful evolution of a long prompt).",
+    )
     decontamination_threshold: float = Field(
         0.6, gt=0, le=1, description="Jaccard similarity to an evaluation prompt that drops the prompt."
     )
