@@ -195,6 +195,7 @@ _ANSWER_OPENING = re.compile(
 )
 # A solution body: the text opens with code (a prompt about code says what to do with it first).
 _CODE_OPENING = re.compile(r"^\s*(?:```\w*\s*)?(?:def |class |import |from \w[\w.]* import |#include\b|function \w)")
+_CODE_LINE = re.compile(r"^(?:\s|```|def |class |import |from \w|return\b|#include|function |[}\])])")
 _IMPERATIVES = frozenset(
     """write explain describe create list give compose design compare summarize summarise
     translate calculate compute analyze analyse draft generate suggest provide outline plan
@@ -248,8 +249,9 @@ def answers_prompt(text: str) -> bool:
     """True when ``text`` reads as an answer to a prompt rather than a prompt."""
     if _ANSWER_OPENING.match(text):
         return True
-    if _CODE_OPENING.match(text) and not _is_request(text):
-        return True
+    if _CODE_OPENING.match(text):  # a request about code says so outside the code
+        prose = "\n".join(line for line in text.splitlines() if line.strip() and not _CODE_LINE.match(line))
+        return not _is_request(prose)
     return len(text.split()) >= LONG_ANSWER_WORDS and not _is_request(text)
 
 

@@ -159,7 +159,7 @@ _WRAPPING_TAG = re.compile(r"^<([A-Za-z][\w-]*)>(.*)</\1>$", re.S)  # <dialog>..
 _OPEN_TAG = re.compile(r"^<\s*[\w -]*prompt[\w -]*>", re.I)
 _CLOSE_TAG = re.compile(r"</\s*[\w -]*prompt[\w -]*>$", re.I)
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
-_NOTE_LABEL = r"(?:notes?|explanation|changes(?: made)?|rationale|comments?|modifications?)\s*\**\s*[:\-—]"
+_NOTE_LABEL = r"(?:notes?|explanation|changes(?:\ made)?|rationale|comments?|modifications?)\s*\**\s*[:\-—]"
 # What only a remark about the rewrite says: the creator's own edits, the prompt as an object.
 _ABOUT_THE_REWRITE = re.compile(
     rf"""^[(*_\-—\s]*(?:{_NOTE_LABEL}\s*)?(?:in\ this\ [\w ]{{0,20}}?(?:version|prompt),\s*)?
