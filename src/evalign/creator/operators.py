@@ -162,9 +162,10 @@ _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
 _NOTE_LABEL = r"(?:notes?|explanation|changes(?:\ made)?|rationale|comments?|modifications?)\s*\**\s*[:\-—]"
 # What only a remark about the rewrite says: the creator's own edits, the prompt as an object.
 _ABOUT_THE_REWRITE = re.compile(
-    rf"""^[(*_\-—\s]*(?:{_NOTE_LABEL}\s*)?(?:in\ this\ [\w ]{{0,20}}?(?:version|prompt),\s*)?
+    rf"""^[(*_\-—\s]*(?:{_NOTE_LABEL}[*_\s]*)?(?:in\ this\ [\w ]{{0,20}}?(?:version|prompt),\s*)?
          i(?:'ve|’ve|\ have)?\s+(?:also\s+|now\s+)?(?:added|made|changed|rewrote|rewritten|replaced|included
          |introduced|expanded|removed|narrowed|specified|incorporated|modified|revised|adjusted|kept|turned)\b
+    | ^[(*_\-—\s]*{_NOTE_LABEL}[*_\s]*i(?:'ve|’ve|\ have)?\s+(?:also\s+|now\s+)?\w+ed\b  # "Note: I deepened"
     | \b(?:original|given|{_META_ADJECTIVES}|previous|initial|old)\s+(?:prompt|request|instruction|query)s?\b
     | \b(?:rewritten|revised|evolved|modified)\s+version\b | \bthis\s+(?:rewrite|revision)\b
     | \b(?:this|the)\s+prompt\s+(?:now|has\ been|was\ (?:changed|rewritten|modified|made))\b
