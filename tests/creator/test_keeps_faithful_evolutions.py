@@ -226,3 +226,32 @@ def test_answers_are_still_answers(text):
 )
 def test_code_with_a_request_is_a_prompt(text):
     assert not answers_prompt(text)
+
+
+# ------------------------------------------------------------------ self_instruct's budget
+
+
+class ParamsRecordingLLM(ScriptedLLM):
+    def __init__(self, generate_fn):
+        super().__init__(generate_fn)
+        self.params: list[GenParams] = []
+
+    def generate(self, conversations, params, seeds):
+        self.params.append(params)
+        return super().generate(conversations, params, seeds)
+
+
+def test_self_instruct_gets_a_token_budget_per_query():
+    params = GenParams(max_new_tokens=64)
+    llm = ParamsRecordingLLM(lambda c, s: "1. What is a shed?\n2. Plan a fence.\n3. Why paint wood?")
+    out = evolve([Parent(1, SORT)], llm, "self_instruct", 3, params, seed=0)
+    assert [p.max_new_tokens for p in llm.params] == [3 * 64] and len(out) == 3
+    chained = ParamsRecordingLLM(lambda c, s: SORT + " Add tests.")
+    evolve([Parent(1, SORT)], chained, "evol_instruct", 3, params, seed=0)
+    assert [p.max_new_tokens for p in chained.params] == [64, 64, 64]
+
+
+def test_self_instruct_asks_for_short_requests():
+    from evalign.creator import templates as T
+
+    assert "one or two sentences" in T.NEW_QUERIES

@@ -102,7 +102,8 @@ class CreatorConfig(Section):
     )
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=256, temperature=0.7, top_p=0.95),
-        description="The creator's decoding (the authors' scripts: temperature 0.88).",
+        description="The creator's decoding (the authors' scripts: temperature 0.88); max_new_tokens is per "
+        "new prompt, so self_instruct's one call for num_evolutions queries gets num_evolutions times it.",
     )
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Checks every evolved prompt passes.")
 

@@ -10,7 +10,10 @@
   good *answer* to it must have that quality; one aspect is drawn per round and rounds chain
   as in ``evol_instruct``.
 * ``self_instruct``: one call per sampled prompt asks for ``num_evolutions`` new, varied
-  queries inspired by it (a numbered list); each becomes a prompt of depth 1.
+  queries inspired by it (a numbered list of one- or two-sentence requests); each becomes a
+  prompt of depth 1. ``max_new_tokens`` is a budget per prompt, so this one call gets
+  ``num_evolutions`` times it, as the chained operators spend on as many prompts; a list
+  still cut off loses only its last item.
 
 A round whose output is unusable (empty after parsing, or cut off by ``max_new_tokens``)
 is returned with empty text, for the filter to count, and ends its chain: later rounds would
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -332,12 +335,17 @@ def _chained(
     return out
 
 
+def list_params(params: GenParams, n: int) -> GenParams:
+    """Decoding for one call that writes ``n`` prompts: ``n`` per-prompt token budgets."""
+    return replace(params, max_new_tokens=params.max_new_tokens * n)
+
+
 def _self_instruct(
     parents: Sequence[Parent], llm: LLM, op: Operator, n: int, params: GenParams, seed: int
 ) -> list[Evolved]:
     [(mutation, template)] = op.templates.items()
     round_seed = _seed(seed, op.name, 1)
-    gens = llm.generate([render(template, p.text, n) for p in parents], params, [round_seed])
+    gens = llm.generate([render(template, p.text, n) for p in parents], list_params(params, n), [round_seed])
     out: list[Evolved] = []
     for parent, row in zip(parents, gens):
         gen = row[0]

@@ -279,7 +279,8 @@ class Runner:
         ev = self.stage("evolve", arm, it, {"sample": sampled["_key"], "operator": cc.operator,
                                             "rounds": cc.num_evolutions, "creator": creator_llm.model_id,
                                             "params": params.__dict__, "seed": cfg.run.seed,
-                                            "parser": creator.PARSER_VERSION}, evolve)
+                                            "parser": creator.PARSER_VERSION,
+                                            "templates": dict(creator.OPERATORS[cc.operator].hashes)}, evolve)
 
         def filter_(key: str) -> dict[str, Any]:
             rows = self.store.prompts(ev["prompt_ids"])
