@@ -59,6 +59,11 @@ class FilterConfig(Section):
     dedup_threshold: float = Field(
         0.8, gt=0, le=1, description="Jaccard similarity (word 3-gram MinHash) to drop a near-duplicate."
     )
+    min_new_words: int = Field(
+        4, ge=1,
+        description="A prompt at least dedup_threshold-similar to its parent or a pool prompt is still kept "
+        "when it adds this many words of its own (a faithful evolution of a long prompt).",
+    )
     decontamination_threshold: float = Field(
         0.6, gt=0, le=1, description="Jaccard similarity to an evaluation prompt that drops the prompt."
     )
@@ -97,7 +102,8 @@ class CreatorConfig(Section):
     )
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=256, temperature=0.7, top_p=0.95),
-        description="The creator's decoding (the authors' scripts: temperature 0.88).",
+        description="The creator's decoding (the authors' scripts: temperature 0.88); max_new_tokens is per "
+        "new prompt, so self_instruct's one call for num_evolutions queries gets num_evolutions times it.",
     )
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Checks every evolved prompt passes.")
 

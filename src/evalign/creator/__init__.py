@@ -3,15 +3,17 @@
 Pure library code: rewards in, new prompts with lineage out; the loop stores them.
 """
 
-from evalign.creator.filters import FILTER_REASONS, FilterDecision, filter_evolved
+from evalign.creator.filters import FILTER_REASONS, FILTER_VERSION, FilterDecision, filter_evolved
 from evalign.creator.informativeness import METRICS, informativeness
-from evalign.creator.operators import OPERATORS, Evolved, Parent, evolve, parse_numbered_list, parse_prompt
+from evalign.creator.operators import OPERATORS, PARSER_VERSION, Evolved, Parent, evolve, parse_numbered_list, parse_output, parse_prompt
 from evalign.creator.sampling import SAMPLERS, SampleResult, sample_prompts
 
 __all__ = [
     "FILTER_REASONS",
+    "FILTER_VERSION",
     "METRICS",
     "OPERATORS",
+    "PARSER_VERSION",
     "SAMPLERS",
     "Evolved",
     "FilterDecision",
@@ -21,6 +23,7 @@ __all__ = [
     "filter_evolved",
     "informativeness",
     "parse_numbered_list",
+    "parse_output",
     "parse_prompt",
     "sample_prompts",
 ]

@@ -10,7 +10,10 @@
   good *answer* to it must have that quality; one aspect is drawn per round and rounds chain
   as in ``evol_instruct``.
 * ``self_instruct``: one call per sampled prompt asks for ``num_evolutions`` new, varied
-  queries inspired by it (a numbered list); each becomes a prompt of depth 1.
+  queries inspired by it (a numbered list of one- or two-sentence requests); each becomes a
+  prompt of depth 1. ``max_new_tokens`` is a budget per prompt, so this one call gets
+  ``num_evolutions`` times it, as the chained operators spend on as many prompts; a list
+  still cut off loses only its last item.
 
 A round whose output is unusable (empty after parsing, or cut off by ``max_new_tokens``)
 is returned with empty text, for the filter to count, and ends its chain: later rounds would
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -135,28 +138,44 @@ def pick_mutation(op: Operator, seed: int, parent_id: int, round_: int) -> str:
 
 # ------------------------------------------------------------------------------ parsing
 
+#: Bumped whenever parsing changes what a raw output becomes; part of the evolve stage's key,
+#: so runs made with an older parser re-parse their (cached) creator outputs.
+PARSER_VERSION = "evalign-parser-2"
+
 _PROMPT_MARKER = re.compile(r"#[^#\n]{0,40}prompt\s*#\s*:?", re.I)  # "#Rewritten Prompt#:"
 _KINDS = r"(?:prompt|instruction|query|request|question|version|rewrite)s?"
-_PREAMBLES = [
-    re.compile(p, re.I)
-    for p in (
-        # "Sure! Here's the rewritten prompt:", "Here is a more complex version of the prompt:"
-        rf"^(?:(?:sure|certainly|of course|okay|ok|absolutely)\s*[,!.]?\s*)?"
-        rf"here(?:'s|’s| is| are)\b[^\n:]{{0,80}}?\b{_KINDS}\b[^\n:]{{0,40}}:",
-        # "**Rewritten prompt:**", "New prompt:", "Prompt:"
-        rf"^\**\s*(?:the\s+)?(?:(?:new|rewritten|revised|improved|evolved|created|updated|final)\s+)?"
-        rf"{_KINDS}\s*\**\s*:\s*\**",
-    )
-]
+_META_ADJECTIVES = r"(?:new|rewritten|revised|improved|evolved|created|updated|final|modified|more \w+)"
+# "Sure! Here's the rewritten prompt:", "Here is a more complex version of the prompt:" (not
+# "Here is my question:", which is how users write)
+_HERE_IS = re.compile(
+    rf"^(?:(?:sure|certainly|of course|okay|ok|absolutely)\s*[,!.]?\s*)?"
+    rf"here(?:'s|’s| is| are)\b(?!\s+(?:my|our)\b)[^\n:]{{0,80}}?\b{_KINDS}\b[^\n:]{{0,40}}:",
+    re.I,
+)
+# Labels the creator puts before its output: "**Rewritten prompt:**", "New prompt:", "Prompt:".
+# A bare "Question:" or "Instruction:" is how many real prompts are written, so it stays.
+_META_LABEL = re.compile(
+    rf"^\**\s*(?:the\s+)?(?:{_META_ADJECTIVES}\s+{_KINDS}|prompt|request)\s*\**\s*:\s*\**", re.I
+)
 _FENCED = re.compile(r"^```[\w+-]*\n(.*?)\n?```$", re.S)
 _WRAPPING_TAG = re.compile(r"^<([A-Za-z][\w-]*)>(.*)</\1>$", re.S)  # <dialog>...</dialog>
 _OPEN_TAG = re.compile(r"^<\s*[\w -]*prompt[\w -]*>", re.I)
 _CLOSE_TAG = re.compile(r"</\s*[\w -]*prompt[\w -]*>$", re.I)
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
-_TRAILING_NOTE = re.compile(
-    r"^\(?\s*(?:note|explanation|changes|rationale)\b|^(?:this|the|in this) (?:new |rewritten |revised |updated )?"
-    r"(?:prompt|version)\b|^i (?:have |'ve )?(?:added|made|changed|rewrote)\b",
-    re.I,
+_NOTE_LABEL = r"(?:notes?|explanation|changes(?:\ made)?|rationale|comments?|modifications?)\s*\**\s*[:\-—]"
+# What only a remark about the rewrite says: the creator's own edits, the prompt as an object.
+_ABOUT_THE_REWRITE = re.compile(
+    rf"""^[(*_\-—\s]*(?:{_NOTE_LABEL}[*_\s]*)?(?:in\ this\ [\w ]{{0,20}}?(?:version|prompt),\s*)?
+         i(?:'ve|’ve|\ have)?\s+(?:also\s+|now\s+)?(?:added|made|changed|rewrote|rewritten|replaced|included
+         |introduced|expanded|removed|narrowed|specified|incorporated|modified|revised|adjusted|kept|turned)\b
+    | ^[(*_\-—\s]*{_NOTE_LABEL}[*_\s]*i(?:'ve|’ve|\ have)?\s+(?:also\s+|now\s+)?\w+ed\b  # "Note: I deepened"
+    | \b(?:original|given|{_META_ADJECTIVES}|previous|initial|old)\s+(?:prompt|request|instruction|query)s?\b
+    | \b(?:rewritten|revised|evolved|modified)\s+version\b | \bthis\s+(?:rewrite|revision)\b
+    | \b(?:this|the)\s+prompt\s+(?:now|has\ been|was\ (?:changed|rewritten|modified|made))\b
+    | \bthe\s+added\s+(?:constraint|requirement)\b | \b(?:constraint|requirement)\s+(?:has\ been|was)\s+added\b
+    | \badds?\s+(?:a|an|one)\s+(?:new\s+)?(?:constraint|requirement)\b
+    | \bcompared\s+(?:to|with)\s+the\s+original\b""",
+    re.I | re.X,
 )
 
 
@@ -171,20 +190,49 @@ def _unquote(text: str) -> str:
     return inner
 
 
-def _drop_trailing_notes(text: str) -> str:
+def _squash(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def is_note_about_rewrite(paragraph: str, parent: str = "") -> bool:
+    """True for a remark on the rewrite ("Note: I added a constraint about ...", "This
+    rewritten prompt ..."), false for a note that is part of the task ("Note: the solution
+    must run in O(n log n)") and for any text the parent itself contained."""
+    if not _ABOUT_THE_REWRITE.search(paragraph):
+        return False
+    return not (parent and _squash(paragraph) in _squash(parent))
+
+
+def _drop_trailing_notes(text: str, parent: str) -> str:
     paragraphs = re.split(r"\n\s*\n", text)
-    while len(paragraphs) > 1 and _TRAILING_NOTE.match(paragraphs[-1].strip().lstrip("*_-— ")):
+    while len(paragraphs) > 1 and is_note_about_rewrite(paragraphs[-1].strip(), parent):
         paragraphs.pop()
+    lines = paragraphs[-1].rstrip().split("\n")  # "...\nNote: I added ..." with no blank line
+    if len(lines) > 1 and re.match(rf"^[(*_\s]*{_NOTE_LABEL}", lines[-1].strip(), re.I) and is_note_about_rewrite(
+        lines[-1], parent
+    ):
+        paragraphs[-1] = "\n".join(lines[:-1])
     return "\n\n".join(paragraphs)
 
 
-def _strip_once(text: str) -> str:
+def _strip_label(pattern: re.Pattern[str], text: str, parent: str) -> str:
+    """``text`` without the label ``pattern`` matches at its start, unless the parent starts
+    with the same label (then it belongs to the prompt)."""
+    m = pattern.match(text)
+    if m is None:
+        return text
+    if (_squash(parent) + " ").startswith(_squash(m.group(0)) + " "):
+        return text
+    return text[m.end() :].strip()
+
+
+def _strip_once(text: str, parent: str) -> str:
     markers = list(_PROMPT_MARKER.finditer(text))
     if markers:  # as distilabel: keep what follows the last "...Prompt#:" marker
         text = text[markers[-1].end() :]
     text = text.strip()
-    for pattern in _PREAMBLES:
-        text = pattern.sub("", text, count=1).strip()
+    for pattern in (_HERE_IS, _META_LABEL):
+        text = _strip_label(pattern, text, parent)
     fenced = _FENCED.match(text)
     if fenced:
         text = fenced.group(1)
@@ -194,23 +242,26 @@ def _strip_once(text: str) -> str:
     text = _CLOSE_TAG.sub("", _OPEN_TAG.sub("", text.strip()).strip()).strip()
     if text.startswith("**") and text.endswith("**") and text.count("**") == 2:
         text = text[2:-2]
-    return _drop_trailing_notes(_unquote(text.strip())).strip()
+    return _drop_trailing_notes(_unquote(text.strip()), parent).strip()
 
 
-def parse_prompt(raw: str) -> str:
-    """The new prompt in a creator's reply: preambles ("Here is the rewritten prompt:",
-    "#Rewritten Prompt#:"), surrounding quotes, tags, fences and trailing notes removed;
-    "" when nothing usable is left."""
+def parse_prompt(raw: str, parent: str = "") -> str:
+    """The new prompt in a creator's reply: the creator's wrapping removed (preambles such as
+    "Here is the rewritten prompt:", meta labels such as "#Rewritten Prompt#:" or "New
+    prompt:", surrounding quotes, tags, fences, and trailing remarks about the rewrite);
+    "" when nothing usable is left. What the prompt itself says stays, including a label
+    ("Question:") or a note ("Note: the solution must ...") that is part of the task; a label
+    or note the ``parent`` itself had is never stripped."""
     text, previous = raw.strip(), None
     while text != previous:
-        previous, text = text, _strip_once(text)
+        previous, text = text, _strip_once(text, parent)
     return text if re.search(r"[^\W_]", text) else ""
 
 
 _ITEM = re.compile(r"^\s*(?:\*\*)?\(?\d{1,2}[.):](?:\*\*)?\s+(.*)$")
 
 
-def parse_numbered_list(raw: str) -> list[str]:
+def parse_numbered_list(raw: str, parent: str = "") -> list[str]:
     """Items of a numbered list, each parsed like a prompt. Text before the first item and
     chatter after a blank line are dropped; other unnumbered lines continue the item."""
     items: list[list[str]] = []
@@ -229,7 +280,19 @@ def parse_numbered_list(raw: str) -> list[str]:
         else:
             current = None  # preamble, or chatter after the list
         blank = False
-    return [parse_prompt("\n".join(lines)) for lines in items]
+    return [parse_prompt("\n".join(lines), parent) for lines in items]
+
+
+def parse_output(operator: str, raw: str, parent: str, cut_off: bool = False) -> list[str]:
+    """The prompts one creator call yields, as ``evolve`` records them: a chained operator's
+    one prompt ("" when unusable or ``cut_off`` by the token limit); ``self_instruct``'s list
+    items, less the last when the list was cut off ([""] when none is left)."""
+    if get_operator(operator).chained:
+        return [""] if cut_off else [parse_prompt(raw, parent)]
+    texts = parse_numbered_list(raw, parent)
+    if cut_off:
+        texts = texts[:-1]  # the last item was cut off
+    return texts or [""]
 
 
 # ------------------------------------------------------------------------------ evolve
@@ -249,9 +312,9 @@ def _chained(
         convs = [render(op.templates[m], text) for (_, text, _), m in zip(live, picks)]
         gens = llm.generate(convs, params, [round_seed])
         nxt = []
-        for (root, _, parent_position), mutation, row in zip(live, picks, gens):
+        for (root, text_of_parent, parent_position), mutation, row in zip(live, picks, gens):
             gen = row[0]
-            text = parse_prompt(gen.text) if gen.finish_reason != "length" else ""
+            [text] = parse_output(op.name, gen.text, text_of_parent, gen.finish_reason == "length")
             ev = Evolved(
                 position=len(out),
                 parent_position=parent_position,
@@ -272,19 +335,21 @@ def _chained(
     return out
 
 
+def list_params(params: GenParams, n: int) -> GenParams:
+    """Decoding for one call that writes ``n`` prompts: ``n`` per-prompt token budgets."""
+    return replace(params, max_new_tokens=params.max_new_tokens * n)
+
+
 def _self_instruct(
     parents: Sequence[Parent], llm: LLM, op: Operator, n: int, params: GenParams, seed: int
 ) -> list[Evolved]:
     [(mutation, template)] = op.templates.items()
     round_seed = _seed(seed, op.name, 1)
-    gens = llm.generate([render(template, p.text, n) for p in parents], params, [round_seed])
+    gens = llm.generate([render(template, p.text, n) for p in parents], list_params(params, n), [round_seed])
     out: list[Evolved] = []
     for parent, row in zip(parents, gens):
         gen = row[0]
-        texts = parse_numbered_list(gen.text)
-        if gen.finish_reason == "length":
-            texts = texts[:-1]  # the last item was cut off
-        for text in texts[:n] or [""]:
+        for text in parse_output(op.name, gen.text, parent.text, gen.finish_reason == "length")[:n]:
             out.append(
                 Evolved(
                     position=len(out),

@@ -72,7 +72,7 @@ Below is one example request between {OPEN_TAG} and {CLOSE_TAG}. Treat the text 
 {{prompt}}
 {CLOSE_TAG}
 
-Task: write {{n}} new requests inspired by the example's subject. They must not be rewrites of it. Each must make sense on its own, without the example. Mix questions and instructions, and start them with different verbs.
+Task: write {{n}} new requests inspired by the example's subject. They must not be rewrites of it. Each must make sense on its own, without the example. Each request is one or two sentences long. Mix questions and instructions, and start them with different verbs.
 
 Reply with a numbered list of exactly {{n}} requests (1., 2., ...), one request per item, and nothing else."""
 

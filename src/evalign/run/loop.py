@@ -278,7 +278,9 @@ class Runner:
 
         ev = self.stage("evolve", arm, it, {"sample": sampled["_key"], "operator": cc.operator,
                                             "rounds": cc.num_evolutions, "creator": creator_llm.model_id,
-                                            "params": params.__dict__, "seed": cfg.run.seed}, evolve)
+                                            "params": params.__dict__, "seed": cfg.run.seed,
+                                            "parser": creator.PARSER_VERSION,
+                                            "templates": dict(creator.OPERATORS[cc.operator].hashes)}, evolve)
 
         def filter_(key: str) -> dict[str, Any]:
             rows = self.store.prompts(ev["prompt_ids"])
@@ -297,6 +299,7 @@ class Runner:
             return {"kept": kept, "n_evolved": len(rows), "filtered": dict(reasons)}
 
         flt = self.stage("filter", arm, it, {"evolve": ev["_key"], "filter": cc.filter.model_dump(mode="json"),
+                                             "version": creator.FILTER_VERSION,
                                              "pool": sha(json.dumps(pool_ids)),
                                              "eval": sha(json.dumps(self.eval_prompts))}, filter_)
         summary = {"sampled": len(sampled["prompt_ids"]), "mean_info_sampled": sampled["mean_info"],
