@@ -222,7 +222,7 @@ def test_the_study_record_reads_and_writes_the_stored_layout_unchanged():
                                             "mean_answer_chars": 40.0}}}},
         "single": True, "default_arm": "eva", "baseline_arm": "no-creator",
         "judge": {"judge_id": "j", "mode": "logprobs", "pair_version": "v1", "variant": "base",
-                  "n_winrate": 4, "n_questions": 2},
+                  "n_winrate": 4, "n_questions": 2, "reward_id": "j", "reward_kind": "judge_pointwise"},
         "stage_uses": [{"arm": "eva", "iteration": 1, "name": "generate_pool", "key": "k", "reused": False,
                         "seconds": 1.0, "original_seconds": 1.0, "calls": 24}],
         "wall_seconds": 12.25,
