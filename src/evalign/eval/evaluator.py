@@ -17,6 +17,7 @@ from evalign.backends.base import GenParams
 from evalign.config import EvalConfig
 from evalign.eval import formats
 from evalign.eval.answers import answer_all
+from evalign.eval.arena_hard import answer_metadata
 from evalign.eval.score import Scores, judge_scores
 from evalign.eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts
 from evalign.eval.winrate import WinRate, judge_win_rate
@@ -85,7 +86,8 @@ class Evaluator:
         formats.export_mt_answers({q.question_id: a for q, a in zip(self.questions, answers.mt)}, name,
                                   paths["mt_bench"])
         formats.export_arena_answers({p.id: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
-                                     paths["arena_hard"])
+                                     paths["arena_hard"],
+                                     metadata={p.id: answer_metadata(a) for p, a in zip(self.prompts, answers.winrate_answers)})
         formats.export_alpaca_outputs({p.prompt: a for p, a in zip(self.prompts, answers.winrate_answers)}, name,
                                       paths["alpaca_eval"])
         return {k: str(v) for k, v in paths.items()}

@@ -6,7 +6,9 @@ verdicts count half), so a judge that always prefers the first answer yields exa
 Discrete counts follow Arena-Hard: a win needs both orders to agree, a loss likewise, and
 anything else is a tie. The length-controlled rate regresses out the answer-length
 difference (AlpacaEval 2.0's idea). Prompts whose verdicts could not be parsed in either
-order are counted and left out.
+order are counted and left out. ``arena_hard`` is Arena-Hard-Auto's own score of the same
+verdicts (v0.1: battles per game, strong verdicts three-fold, game-level bootstrap; see
+:mod:`evalign.eval.arena_hard`), a different number under its own name.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from evalign.judge.judge import Judge
 from evalign.judge.verdicts import PairItem
 from evalign.eval import stats
+from evalign.eval.arena_hard import arena_hard_score, arena_label
 
 
 @dataclass
@@ -31,6 +34,10 @@ class WinRate:
     first_position_rate: float | None = None
     lengths_model: list[int] = field(default_factory=list)
     lengths_baseline: list[int] = field(default_factory=list)
+    #: Arena-Hard v0.1's score and interval of these verdicts.
+    arena_hard: stats.Estimate | None = None
+    #: Per prompt, the Arena-Hard labels (model-first verdict, baseline-first verdict).
+    labels: list[tuple[str | None, str | None]] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -40,7 +47,8 @@ class WinRate:
         return {"win_rate": stats.as_dict(self.estimate), "lc_win_rate": stats.as_dict(self.lc), "wins": self.wins, "ties": self.ties,
                 "losses": self.losses, "parse_failures": self.parse_failures,
                 "first_position_rate": self.first_position_rate, "outcomes": self.outcomes,
-                "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline}
+                "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline,
+                "arena_hard": stats.as_dict(self.arena_hard), "labels": [list(pair) for pair in self.labels]}
 
 
 def pair_items(questions: Sequence[str], model_answers: Sequence[str], baseline_answers: Sequence[str],
@@ -99,5 +107,7 @@ def judge_win_rate(
         est = stats.win_rate(ys, n_boot=n_boot, seed=seed)
         lc = stats.length_controlled_win_rate(ys, [lm[i] for i in valid], [lb[i] for i in valid],
                                               n_boot=min(n_boot, 1000), seed=seed)
+    labels = [(arena_label(verdicts[2 * i]), arena_label(verdicts[2 * i + 1])) for i in range(len(questions))]
     return WinRate(est, lc, outcomes, wins, ties, losses, failures,
-                   first / judged if judged else None, lm, lb)
+                   first / judged if judged else None, lm, lb,
+                   arena_hard=arena_hard_score(labels), labels=labels)
