@@ -231,7 +231,7 @@ def test_the_writer_refuses_inconsistent_input(tmp_path):
     ans = REF.answers()
     with pytest.raises(ValueError, match="baseline"):
         write_arena_hard(tmp_path, "b", REF.prompts(), {"model-even": ans["model-even"]}, {}, "j", REF.BASELINE)
-    with pytest.raises(ValueError, match="baseline 'gpt-4-0314', not 'other'"):
+    with pytest.raises(ValueError, match="compares 'model-even' with 'gpt-4-0314', not 'model-even' with 'other'"):
         write_arena_hard(tmp_path, "b", REF.prompts(), {"other": ans[REF.BASELINE]},
                          {"model-even": REF.judged("model-even")}, "j", "other")
 

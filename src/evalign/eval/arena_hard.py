@@ -306,8 +306,9 @@ def write_arena_hard(
     for model, judged in pairs.items():
         rows = []
         for pair in judged:
-            if pair.baseline != baseline:
-                raise ValueError(f"a judged pair of {model!r} has baseline {pair.baseline!r}, not {baseline!r}")
+            if (pair.model, pair.baseline) != (model, baseline):
+                raise ValueError(f"a judged pair under {model!r} compares {pair.model!r} with {pair.baseline!r}, "
+                                 f"not {model!r} with {baseline!r}")
             if pair.question_id not in known:
                 raise ValueError(f"judged question {pair.question_id!r} is not among the prompts")
             first, second = pair_labels(pair)
