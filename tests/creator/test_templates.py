@@ -109,3 +109,14 @@ def test_reports_label_evol_quality_as_an_adaptation():
     assert operator_label("evol_quality") == "evol_quality (prompt-side adaptation)"
     assert operator_label("evol_instruct") == "evol_instruct"
     assert operator_label("an_old_operator") == "an_old_operator"
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED), ids=[f"{o}-{m}" for o, m in sorted(EXPECTED)])
+def test_the_scripted_creator_reads_the_prompt_of_every_template(key):
+    """The stand-in creator of CPU tests rewrites the tagged prompt, not the tags' mention in prose."""
+    from evalign.backends.scripted import rewrite_generate
+    from evalign.creator.operators import render
+
+    operator, mutation = key
+    conversation = render(OPERATORS[operator].templates[mutation], "Why is the sky blue?", n=3)
+    assert rewrite_generate(conversation, seed=1).startswith("Why is the sky blue? Answer in exactly")
