@@ -301,3 +301,12 @@ def test_a_judge_that_is_also_the_reward_model_is_warned_about_beside_the_table(
             "1–10 grading template") in md
     _, page, _ = _build(results, tmp_path)
     assert "set eval.judge to another model" in page
+
+
+def test_lineage_heading_labels_evol_quality_as_an_adaptation():
+    chain = [{"id": 1, "text": "Tips for tomatoes?", "depth": 0, "origin": "seed"},
+             {"id": 2, "text": "Tips for tomatoes on a shaded balcony?", "depth": 1, "origin": "evolved",
+              "operator": "evol_quality", "mutation": "relevance"}]
+    section = html._lineage_section({"lineage": {"evol_quality": [chain], "evol_instruct": [chain]}})
+    assert "<h3>Operator: evol_quality (prompt-side adaptation)</h3>" in section
+    assert "<h3>Operator: evol_instruct</h3>" in section
