@@ -106,17 +106,26 @@ def judge_block(jv: dict[str, Any]) -> str:
     mde = jv.get("detectable_effect")
     mde_s = "∞ (judge at chance)" if mde is None or mde == float("inf") else f"{100 * mde:.1f} pp"
     flip = jv.get("injection_flip_rate")
+    like = jv.get("resembling") or "all"
+    acc = jv["accuracy"]
+    what = ("the subtle labeled pairs (two competent answers, the kind of comparison this study makes)"
+            if like == "subtle" else "the labeled pairs")
+    gross = jv.get("gross_accuracy")
     return (
         f"Judge validity ({jv['judge_id']}, {jv['mode']}; {_validity_origin(jv)}): both-orders accuracy on "
-        f"{jv.get('labeled_n')} labeled pairs {pct(jv['accuracy'])}%"
-        + (f" (mean P(better) {pct(jv['soft_accuracy'])}%)" if jv.get("soft_accuracy") else "")
-        + f", first-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
+        f"{what} {pct(acc)}% (n={_n(acc)})"
+        + (f", mean P(better) {pct(jv['soft_accuracy'])}%" if jv.get("soft_accuracy") else "")
+        + f". Minimum detectable win-rate difference at n={jv.get('n')} prompts (80% power, α=0.05), from that "
+        f"accuracy: {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
+        "Arm differences smaller than that are marked not resolved. "
+        + (f"Sanity check: on gross pairs (a competent answer against a broken, off-topic or refusing one) "
+           f"{pct(gross)}% (n={_n(gross)}); all {jv.get('labeled_n')} pairs {pct(jv.get('overall_accuracy'))}%. "
+           if gross else "")
+        + f"First-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
         f"order agreement {_opt(jv.get('order_agreement'), '{:.2f}')}"
         + (f", injection flip rate {pct(flip)}% (n={_n(flip)} answers with an instruction to the judge)"
            if flip else "")
-        + f". Minimum detectable win-rate difference at "
-        f"n={jv.get('n')} prompts (80% power, α=0.05): {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
-        "Arm differences smaller than that are marked not resolved."
+        + "."
     )
 
 
