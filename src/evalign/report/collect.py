@@ -15,6 +15,7 @@ import numpy as np
 
 from evalign.eval import stats
 from evalign.eval.alpaca import SIMPLIFIED_LC
+from evalign.eval.arena_hard import arena_hard_score
 from evalign.eval.score import turn_mean
 from evalign.report.record import StageUse, StudyRecord
 from evalign.store import RunStore
@@ -45,6 +46,17 @@ def _lc(metrics: list[dict[str, Any]], outcomes: list[float | None]) -> tuple[di
         return None, None
     lc = stats.length_controlled_win_rate([outcomes[i] for i in ok], lens_m[ok], lens_b[ok])
     return stats.as_dict(lc), f"{SIMPLIFIED_LC}; seed-averaged outcomes"
+
+
+def _arena_hard(metrics: list[dict[str, Any]]) -> dict | None:
+    """Arena-Hard v0.1's score of the stored verdicts: one seed's as evaluated; several seeds'
+    battles pooled (Arena-Hard has no notion of seeds). None for results stored without labels."""
+    if len(metrics) == 1:
+        return metrics[0].get("arena_hard")
+    labels = [tuple(pair) for m in metrics for pair in (m.get("labels") or [])]
+    if not metrics or not all(m.get("labels") for m in metrics):
+        return None
+    return stats.as_dict(arena_hard_score(labels))
 
 
 def _grades_over_seeds(score_rows: list[list[list[float | None]]]) -> list[list[float | None]]:
@@ -112,6 +124,7 @@ def collect(store: RunStore) -> dict[str, Any]:
             "win_rate": stats.as_dict(_ci(outcomes, "win")),
             "lc_win_rate": lc,
             "lc_method": lc_method,
+            "arena_hard": _arena_hard(wr),
             "win_rate_vs_baseline": stats.as_dict(_ci(base_outcomes, "win")),
             "score": stats.as_dict(turn_mean(grades, None)) if sc else None,
             "turn1": stats.as_dict(turn_mean(grades, 0)) if sc else None,
