@@ -102,12 +102,37 @@ def test_write_alpaca_eval_orders_rows_as_alpaca_eval_does(tmp_path, monkeypatch
 
 
 def test_reference_errors_name_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(alpaca, "alpaca_eval_available", lambda: True)
     with pytest.raises(InputError, match="huggingface-cli download tatsu-lab/alpaca_eval"):
         alpaca.load_reference(tmp_path)
     write_alpaca_data(tmp_path, 5)
     monkeypatch.setattr(alpaca, "alpaca_eval_available", lambda: False)
     with pytest.raises(InputError, match="pip install alpaca-eval"):
         alpaca.load_reference(tmp_path)
+
+
+def test_the_hub_source_downloads_both_files_once_and_reads_them(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    write_alpaca_data(tmp_path, 5)
+    calls = []
+
+    def snapshot_download(repo_id, *, repo_type, allow_patterns):
+        calls.append((repo_id, repo_type, sorted(allow_patterns)))
+        return str(tmp_path)
+
+    monkeypatch.setattr(alpaca, "alpaca_eval_available", lambda: True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    ref = alpaca.load_reference(alpaca.HUB_SOURCE)
+    assert calls == [("tatsu-lab/alpaca_eval", "dataset", sorted([alpaca.GAMED_FILE, alpaca.INSTRUCTIONS_FILE]))]
+    assert len(ref.index) == 5 and ref.gamed_path == tmp_path / alpaca.GAMED_FILE
+
+    def offline(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(InputError, match="could not download .*pass their directory instead"):
+        alpaca.load_reference(alpaca.HUB_SOURCE)
 
 
 def test_prompts_outside_alpaca_eval_fall_back_to_the_simplified_lc(tmp_path, monkeypatch):

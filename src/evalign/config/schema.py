@@ -226,8 +226,8 @@ class EvalConfig(Section):
     )
     winrate_limit: int | None = Field(None, ge=1, description="Use N win-rate prompts, taken round-robin over categories.")
     alpaca_eval_data: str | None = Field(
-        None, description="Directory with AlpacaEval's df_gamed.csv and alpaca_eval.json (hub dataset "
-        "tatsu-lab/alpaca_eval): with alpaca-eval installed and AlpacaEval's instructions as win-rate prompts, "
+        None, description="hf:tatsu-lab/alpaca_eval (downloaded once from the hub), or a directory with "
+        "AlpacaEval's df_gamed.csv and alpaca_eval.json from that dataset (offline): with alpaca-eval installed and AlpacaEval's instructions as win-rate prompts, "
         "the LC win rate is alpaca_eval's own length_controlled_v1; otherwise the simplified LC (docs/benchmarks.md).",
     )
     mt_questions: str = Field("builtin:mt", description="builtin:mt or an MT-Bench question.jsonl")

@@ -8,7 +8,8 @@ dataset ``tatsu-lab/alpaca_eval``; they are defined per AlpacaEval instruction (
 among the 805, the ``index`` column), so the official LC applies only when every evaluated
 prompt is an AlpacaEval instruction, matched by its exact text.
 
-When alpaca_eval is installed and ``eval.alpaca_eval_data`` names a directory with
+When alpaca_eval is installed and ``eval.alpaca_eval_data`` is ``hf:tatsu-lab/alpaca_eval``
+(downloaded once from the hub) or names a directory with
 ``df_gamed.csv`` and ``alpaca_eval.json`` (the 805 instructions in AlpacaEval's order;
 ``alpaca_eval_gpt4_baseline.json`` serves too), the LC
 is ``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate`` on a frame built from
@@ -75,9 +76,29 @@ class AlpacaReference:
         return None if any(i is None for i in found) else found  # type: ignore[return-value]
 
 
+HUB_SOURCE = "hf:tatsu-lab/alpaca_eval"
+
+
+def hub_directory() -> Path:
+    """The two files of :data:`HUB_SOURCE` in the Hugging Face cache (downloaded once; online)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(HUB_SOURCE.removeprefix("hf:"), repo_type="dataset",
+                                      allow_patterns=[GAMED_FILE, INSTRUCTIONS_FILE]))
+    except Exception as e:  # offline, or the hub refused: say how to work without it
+        raise InputError(f"eval.alpaca_eval_data={HUB_SOURCE}: could not download {GAMED_FILE} and "
+                         f"{INSTRUCTIONS_FILE} ({type(e).__name__}: {e}); download them elsewhere and pass "
+                         "their directory instead") from e
+
+
 def load_reference(directory: str | Path) -> AlpacaReference:
-    """Read ``eval.alpaca_eval_data``; needs alpaca_eval installed, as only it computes the LC."""
-    root = Path(directory).expanduser()
+    """Read ``eval.alpaca_eval_data`` (a directory, or :data:`HUB_SOURCE` to fetch it from the
+    hub); needs alpaca_eval installed, as only it computes the LC."""
+    if not alpaca_eval_available():
+        raise InputError("eval.alpaca_eval_data is set but alpaca_eval is not installed; "
+                         "pip install alpaca-eval==0.6.6, or unset eval.alpaca_eval_data")
+    root = hub_directory() if str(directory) == HUB_SOURCE else Path(directory).expanduser()
     gamed = root / GAMED_FILE
     listing = next((root / n for n in INSTRUCTION_FILES if (root / n).is_file()), root / INSTRUCTIONS_FILE)
     for f in (gamed, listing):
@@ -86,9 +107,6 @@ def load_reference(directory: str | Path) -> AlpacaReference:
                 f"eval.alpaca_eval_data: {f} not found; download it with `huggingface-cli download "
                 f"tatsu-lab/alpaca_eval {GAMED_FILE} {INSTRUCTIONS_FILE} --repo-type dataset --local-dir {root}`"
             )
-    if not alpaca_eval_available():
-        raise InputError("eval.alpaca_eval_data is set but alpaca_eval is not installed; "
-                         "pip install alpaca-eval==0.6.6, or unset eval.alpaca_eval_data")
     what = "AlpacaEval instruction (an object with 'instruction')"
     texts = formats._read_json_list(listing, lambda r: formats.field(r, "instruction"), what)
     return AlpacaReference({t: i for i, t in enumerate(texts)}, gamed)
