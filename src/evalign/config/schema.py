@@ -139,19 +139,48 @@ class LoraConfig(Section):
     )
 
 
+#: The authors' released SPPO recipe (uclaml/SPPO, which the eva authors' pipeline builds on):
+#: with ``loss: sppo`` these are the defaults of the fields the config leaves unset. The
+#: effective batch of 64 is already the default (batch_size 8 x gradient_accumulation_steps 8).
+SPPO_DEFAULTS: dict[str, Any] = {
+    "beta": 0.001, "learning_rate": 5e-7, "lr_scheduler": "linear", "warmup_ratio": 0.1, "optimizer": "rmsprop",
+}
+
+
 class TrainConfig(Section):
     """Preference training through TRL (solver/train.py maps these onto TRL's arguments)."""
 
     loss: LossName = Field("dpo", description="Preference loss (solver/losses.py; paper: dpo, sigmoid).")
-    beta: float = Field(0.05, gt=0, description="Strength of the preference loss' KL/margin term (paper: 0.05).")
+    beta: float = Field(
+        0.05, gt=0, description="Strength of the preference loss' KL/margin term (paper: 0.05; with loss sppo "
+        "the default is 0.001, the SPPO recipe's; SPPO's targets are (P - 1/2) / beta).",
+    )
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin (gamma/beta ratio).")
-    learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (paper: 5e-7).")
+    sppo_win_prob: Literal["bradley_terry", "pairwise"] = Field(
+        "bradley_terry", description="SPPO: how each response's win probability against the prompt's other "
+        "samples is estimated; bradley_terry = mean sigmoid((r - r') / sppo_temperature) over the other "
+        "samples' rewards (solver/win_prob.py); pairwise (a pairwise judge) is not built yet.",
+    )
+    sppo_temperature: float = Field(
+        1.0, gt=0, description="SPPO bradley_terry: the reward difference that counts as one logit. 1 for a "
+        "Bradley-Terry reward model (its rewards are logits); a judge's 1-10 grades may want 2 or more.",
+    )
+    learning_rate: float = Field(
+        5e-7, gt=0, description="Peak learning rate (paper: 5e-7; the SPPO recipe's too)."
+    )
+    # -> TRL optim: adamw leaves TRL's default (AdamW, fused where torch has it)
+    optimizer: Literal["adamw", "rmsprop"] = Field(
+        "adamw", description="Optimizer (paper: adamw; with loss sppo the default is rmsprop, the SPPO recipe's).",
+    )
     # -> TRL lr_scheduler_type
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="Learning-rate schedule after warmup (paper: cosine)."
+        "cosine", description="Learning-rate schedule after warmup (paper: cosine; with loss sppo the default "
+        "is linear, the SPPO recipe's).",
     )
     # -> TRL warmup_steps: a float below 1 is a fraction of the steps there
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of the steps spent warming up (paper: 0.1).")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of the steps spent warming up (paper: 0.1; the SPPO recipe's too)."
+    )
     # -> TRL num_train_epochs
     epochs: float = Field(2.0, gt=0, description="Passes over the iteration's pairs (paper: 2).")
     # -> TRL per_device_train_batch_size
@@ -185,6 +214,23 @@ class TrainConfig(Section):
         "ddp", description="Shipped accelerate config (ddp | zero3 | fsdp) or a path to one (paper: zero3)."
     )
     num_processes: int = Field(1, ge=1, description="Processes (GPUs) of the accelerate launch (paper: 8).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sppo_recipe_defaults(cls, data: Any) -> Any:
+        """With loss sppo, the fields left unset take the SPPO recipe's values (SPPO_DEFAULTS);
+        set ones are kept, and every other loss keeps the defaults above."""
+        if isinstance(data, dict) and data.get("loss") == "sppo":
+            data = {**SPPO_DEFAULTS, **data}
+        return data
+
+    @field_validator("sppo_win_prob")
+    @classmethod
+    def _pairwise_not_built(cls, value: str) -> str:
+        if value == "pairwise":
+            raise ValueError("pairwise win probabilities (from a pairwise judge) are not built yet; "
+                             "use bradley_terry")
+        return value
 
 
 class SolverConfig(Section):

@@ -42,6 +42,7 @@ from evalign.report.record import StageUse
 from evalign.judge.reward import RewardModel, build_reward_model
 from evalign.solver.pairs import Pair, build_pairs, mix_pairs
 from evalign.solver.train import train_preference, weights_fingerprint, weights_problem
+from evalign.solver.win_prob import estimate_key, estimator
 from evalign.hashing import key_of, sha
 from evalign.store import RunStore
 
@@ -200,7 +201,8 @@ class Runner:
             creator_on = cfg.creator.enabled and it >= cfg.creator.first_iteration
             texts = [r["text"] for r in self.store.prompts(pool_ids)]
             responses, rewards, reward_key = self.sample_and_score(cfg, arm, it, state, pool_ids, "pool")
-            original, ties = build_pairs(pool_ids, texts, responses, rewards, "original")
+            win_prob = estimator(cfg.solver.train)
+            original, ties = build_pairs(pool_ids, texts, responses, rewards, "original", win_prob)
             summary: dict[str, Any] = {"pool": len(pool_ids), "original_pairs": len(original), "original_ties": ties}
             if creator_on:
                 evolved_pairs, next_ids, creator_summary = self.creator_step(
@@ -213,6 +215,8 @@ class Runner:
             else:
                 pairs, next_ids = original, pool_ids
                 mix_inputs = {"orig": reward_key, "evolved": None, "seed": cfg.run.seed}
+            if win_prob is not None:  # only then: the keys of runs without an estimate stay as they were
+                mix_inputs["win_prob"] = estimate_key(cfg.solver.train)
             pairs_out = self.stage("pairs", arm, it, mix_inputs, lambda key: self._store_pairs(key, pairs))
             if cfg.prompts.schedule == "evolve" and creator_on:
                 next_ids = sorted({p.prompt_id for p in pairs}) or pool_ids
@@ -228,6 +232,8 @@ class Runner:
         # Training is keyed by what it learns from, not by where the pairs came from: two arms
         # whose creators happened to produce the same pairs share one checkpoint.
         content = sha(json.dumps([[p.prompt, p.chosen, p.rejected] for p in pairs], ensure_ascii=False))
+        if any(p.chosen_win_prob is not None for p in pairs):  # SPPO learns the win probabilities too
+            content = sha(content + json.dumps([[p.chosen_win_prob, p.rejected_win_prob] for p in pairs]))
         return {"n": len(pairs), "by_source": dict(Counter(p.source for p in pairs)), "content": content}
 
     def creator_step(self, cfg: Config, arm: str, it: int, state: ArmState, pool_ids: list[int], texts: list[str],
@@ -312,7 +318,7 @@ class Runner:
             return [], pool_ids, summary
         ev_texts = [r["text"] for r in self.store.prompts(flt["kept"])]
         responses, rewards_e, reward_key_e = self.sample_and_score(cfg, arm, it, state, flt["kept"], "evolved")
-        pairs, ties = build_pairs(flt["kept"], ev_texts, responses, rewards_e, "evolved")
+        pairs, ties = build_pairs(flt["kept"], ev_texts, responses, rewards_e, "evolved", estimator(cfg.solver.train))
         summary.update({"reward_key": reward_key_e, "evolved_pairs": len(pairs), "evolved_ties": ties})
         return pairs, flt["kept"], summary
 
@@ -325,8 +331,10 @@ class Runner:
         base_path = self._trainable_path(cfg, state)
 
         def train(key: str) -> dict[str, Any]:
-            pairs = [dict(prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"])
-                     for r in self.store.pairs(pairs_key)]
+            columns = ("prompt", "chosen", "rejected")
+            if estimator(tc) is not None:  # SPPO's per-pair targets travel with the pairs
+                columns += ("chosen_win_prob", "rejected_win_prob")
+            pairs = [{c: r[c] for c in columns} for r in self.store.pairs(pairs_key)]
             self.free_accelerator_memory()
             out_dir = self.store.checkpoints_dir / key[:16]
             seed = derived_seed(cfg.run.seed, "train", it)
