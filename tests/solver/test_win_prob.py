@@ -47,3 +47,16 @@ def test_a_run_directory_from_before_the_win_probability_columns_opens(tmp_path)
     with RunStore(tmp_path / "run") as store:
         cols = {r["name"] for r in store.db.execute("PRAGMA table_info(pairs)")}
     assert {"chosen_win_prob", "rejected_win_prob"} <= cols
+
+
+def test_the_rmsprop_optimizer_reaches_trls_config_and_adamw_keeps_trls_default(tmp_path):
+    from evalign.config import TrainConfig
+    from evalign.registry import LOSSES
+    from evalign.solver.train import trainer_arguments
+
+    def optim(**kw):
+        cfg = TrainConfig(dtype="float32", **kw)
+        return str(LOSSES.get("dpo").config(cfg, trainer_arguments(cfg, str(tmp_path), seed=0, quiet=True)).optim.value)
+
+    assert "rmsprop" in optim(optimizer="rmsprop")
+    assert "adamw" in optim()

@@ -185,6 +185,7 @@ def trainer_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) ->
         "disable_tqdm": quiet,
         "beta": cfg.beta,
         "remove_unused_columns": False,
+        **({"optim": cfg.optimizer} if cfg.optimizer != "adamw" else {}),  # adamw: TRL's default AdamW
     }
 
 
