@@ -146,11 +146,15 @@ SPPO_DEFAULTS: dict[str, Any] = {
     "beta": 0.001, "learning_rate": 5e-7, "lr_scheduler": "linear", "warmup_ratio": 0.1, "optimizer": "rmsprop",
 }
 
+#: TrainConfig fields only the sppo loss reads (TrainConfig.key_dump leaves them out otherwise).
+SPPO_ONLY_FIELDS = ("sppo_win_prob", "sppo_temperature")
+
 
 class TrainConfig(Section):
     """Preference training through TRL (solver/train.py maps these onto TRL's arguments)."""
 
-    loss: LossName = Field("dpo", description="Preference loss (solver/losses.py; paper: dpo, sigmoid).")
+    loss: LossName = Field("dpo", description="Preference loss (solver/losses.py; paper: dpo, sigmoid; "
+                              "sppo: SPPO's win-probability regression, solver/sppo.py).")
     beta: float = Field(
         0.05, gt=0, description="Strength of the preference loss' KL/margin term (paper: 0.05; with loss sppo "
         "the default is 0.001, the SPPO recipe's; SPPO's targets are (P - 1/2) / beta).",
@@ -191,10 +195,10 @@ class TrainConfig(Section):
     max_length: int = Field(1024, ge=32, description="Longest prompt + response in tokens; longer are cut.")
     # -> TRL precompute_ref_log_probs (DPO/IPO)
     precompute_ref_logprobs: bool = Field(
-        True, description="DPO/IPO: the reference model's log-probabilities once, before training."
+        True, description="DPO/IPO/SPPO: the reference model's log-probabilities once, before training."
     )
     packed_batches: bool = Field(
-        True, description="DPO/IPO: compute each pair's shared prompt once and pack pairs without padding "
+        True, description="DPO/IPO/SPPO: compute each pair's shared prompt once and pack pairs without padding "
         "(solver/packing.py); off = TRL's padded batches.",
     )
     # -> TRL bf16 (mixed-precision compute); the trainable weights stay fp32
@@ -222,6 +226,18 @@ class TrainConfig(Section):
         set ones are kept, and every other loss keeps the defaults above."""
         if isinstance(data, dict) and data.get("loss") == "sppo":
             data = {**SPPO_DEFAULTS, **data}
+        return data
+
+    def key_dump(self) -> dict[str, Any]:
+        """The fields as stage keys see them (the train stage, a launch job's hash): the fields
+        added for SPPO are left out where they change nothing, ``sppo_*`` unless the loss is sppo
+        and ``optimizer`` while adamw, so the keys of runs from before them stay as they were."""
+        data = self.model_dump(mode="json")
+        if self.loss != "sppo":
+            for name in SPPO_ONLY_FIELDS:
+                data.pop(name)
+        if self.optimizer == "adamw":
+            data.pop("optimizer")
         return data
 
     @field_validator("sppo_win_prob")

@@ -364,7 +364,7 @@ class Runner:
             return why
 
         out = self.stage("train", arm, it, {"policy": state.policy_id, "pairs": pairs_content,
-                                           "train": tc.model_dump(mode="json"), "seed": cfg.run.seed}, train, stale)
+                                           "train": tc.key_dump(), "seed": cfg.run.seed}, train, stale)
         if out.get("skipped"):
             say(f"  train: skipped ({out.get('reason')})")
             return

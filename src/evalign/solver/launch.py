@@ -90,7 +90,7 @@ def build_command(job_path: str | os.PathLike[str], cfg: TrainConfig, *,
 
 
 def job_hash(base_path: str, pairs: Sequence[dict], cfg: TrainConfig, out_dir: str, seed: int) -> str:
-    head = json.dumps({"base": str(base_path), "train": cfg.model_dump(mode="json"), "out": str(out_dir),
+    head = json.dumps({"base": str(base_path), "train": cfg.key_dump(), "out": str(out_dir),
                        "seed": seed}, sort_keys=True)
     body = "".join(json.dumps([p["prompt"], p["chosen"], p["rejected"]]
                               + [p[k] for k in PAIR_EXTRAS if p.get(k) is not None], ensure_ascii=False)
