@@ -249,8 +249,12 @@ def test_the_sppo_loss_takes_the_recipes_defaults_where_the_config_leaves_them_u
     assert cfg.solver.train.optimizer == "rmsprop"
     again = Config.model_validate(__import__("yaml").safe_load(cfg.to_yaml()))
     assert again == cfg
-    with pytest.raises(ConfigError, match="not built yet"):
-        load_config(overrides=["solver.train.loss=sppo", "solver.train.sppo_win_prob=pairwise"])
+    # win probabilities from a pairwise judge: the reward's judge, so a classifier reward cannot give them
+    judged = load_config(overrides=["solver.train.loss=sppo", "solver.train.sppo_win_prob=pairwise"])
+    assert judged.solver.reward.kind == "judge_pointwise" and judged.solver.train.sppo_win_prob == "pairwise"
+    with pytest.raises(ConfigError, match="needs a judge reward"):
+        load_config(overrides=["solver.train.loss=sppo", "solver.train.sppo_win_prob=pairwise",
+                               "solver.reward.kind=classifier"])
 
 
 def test_the_sppo_fields_are_documented_with_the_recipe():

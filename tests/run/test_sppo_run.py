@@ -31,3 +31,19 @@ def test_an_sppo_run_stores_win_probabilities_with_the_pairs_trains_on_them_and_
     records = [json.loads(f.read_text()) for f in (tmp_path / "run" / "checkpoints").glob("*/evalign_train.json")]
     assert records and all(r["config"]["loss"] == "sppo" for r in records)
     assert "| eva |" in result.table_markdown and "| theta0 |" in result.table_markdown
+
+
+def test_pairwise_win_probabilities_are_judged_in_their_own_stages_and_trained_on(tmp_path, tiny_model_dir):
+    data = tiny_config(tmp_path, tiny_model_dir, eval={"enabled": False}).to_dict()
+    data["solver"]["train"].update(loss="sppo", sppo_win_prob="pairwise")
+    cfg = validate(data)
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        stages = {r["name"]: r for r in s.stages() if r["status"] == "done"}
+        assert {"win_prob_pool", "win_prob_evolved", "pairs", "train"} <= set(stages)
+        assert stages["win_prob_pool"]["calls"] > 0  # the judge's comparisons are counted there
+        pairs = s.db.execute("SELECT chosen_win_prob, rejected_win_prob FROM pairs").fetchall()
+        assert pairs and all(0 <= p["chosen_win_prob"] <= 1 and 0 <= p["rejected_win_prob"] <= 1 for p in pairs)
+        pairwise = s.db.execute("SELECT COUNT(*) FROM judgments WHERE kind='pairwise'").fetchone()[0]
+    assert pairwise > 0
+    assert not json.loads(stages["train"]["outputs"])["skipped"]

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from evalign.solver.pairs import build_pairs
-from evalign.solver.win_prob import bradley_terry
+from evalign.solver.win_prob import bradley_terry, judge_pairwise
 from evalign.store import RunStore
 
 
@@ -60,3 +60,31 @@ def test_the_rmsprop_optimizer_reaches_trls_config_and_adamw_keeps_trls_default(
 
     assert "rmsprop" in optim(optimizer="rmsprop")
     assert "adamw" in optim()
+
+
+class FakeJudge:
+    """P(answer A better) = sigmoid(quality(A) - quality(B)) - 0.1: a position bias towards B that
+    combining both orders cancels."""
+
+    def __init__(self, quality):
+        self.quality, self.items = quality, []
+
+    def compare(self, items, description=""):
+        from types import SimpleNamespace
+
+        self.items += items
+        return [SimpleNamespace(p_a=sig(self.quality[i.answer_a] - self.quality[i.answer_b]) - 0.1) for i in items]
+
+    def combine(self, p_first, p_second, item=None):
+        return (p_first + 1 - p_second) / 2
+
+
+def test_pairwise_win_probabilities_come_from_the_judge_in_both_orders():
+    judge = FakeJudge({"a": 2.0, "b": 0.0, "c": 1.0, "d": -1.0})
+    # rewards pick the pair; d's reward is missing, so it is nobody's opponent
+    got = judge_pairwise(judge, ["q"], [["a", "b", "c", "d"]], [[3.0, 1.0, 2.0, None]], [[0, 1]])
+    assert got[0][0] == pytest.approx((sig(2) + sig(1)) / 2)  # a vs b, a vs c
+    assert got[0][1] == pytest.approx((sig(-2) + sig(-1)) / 2)  # b vs a, b vs c
+    judged = {(i.answer_a, i.answer_b) for i in judge.items}
+    assert judged == {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")}  # each pair once
+    assert len(judge.items) == 6

@@ -163,7 +163,9 @@ class TrainConfig(Section):
     sppo_win_prob: Literal["bradley_terry", "pairwise"] = Field(
         "bradley_terry", description="SPPO: how each response's win probability against the prompt's other "
         "samples is estimated; bradley_terry = mean sigmoid((r - r') / sppo_temperature) over the other "
-        "samples' rewards (solver/win_prob.py); pairwise (a pairwise judge) is not built yet.",
+        "samples' rewards (solver/win_prob.py); pairwise = the reward's judge compares the chosen and the "
+        "rejected response with each other sample, both orders (needs a judge reward kind; k - 1 comparisons "
+        "each, so 2(k - 1) - 1 per pair, judged in both orders).",
     )
     sppo_temperature: float = Field(
         1.0, gt=0, description="SPPO bradley_terry: the reward difference that counts as one logit. 1 for a "
@@ -240,13 +242,6 @@ class TrainConfig(Section):
             data.pop("optimizer")
         return data
 
-    @field_validator("sppo_win_prob")
-    @classmethod
-    def _pairwise_not_built(cls, value: str) -> str:
-        if value == "pairwise":
-            raise ValueError("pairwise win probabilities (from a pairwise judge) are not built yet; "
-                             "use bradley_terry")
-        return value
 
 
 class SolverConfig(Section):
@@ -266,6 +261,13 @@ class SolverConfig(Section):
     )
     reward: RewardConfig = Field(default_factory=RewardConfig, description="How responses are scored.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Preference training.")
+
+    @model_validator(mode="after")
+    def _pairwise_win_prob_needs_a_judge(self) -> SolverConfig:
+        if self.train.loss == "sppo" and self.train.sppo_win_prob == "pairwise" and self.reward.kind == "classifier":
+            raise ValueError("train.sppo_win_prob pairwise needs a judge reward (reward.kind judge_pointwise or "
+                             "judge_pairwise_anchor), whose judge compares the samples; a classifier has none")
+        return self
 
 
 class EvalConfig(Section):
