@@ -47,3 +47,7 @@ def test_pairwise_win_probabilities_are_judged_in_their_own_stages_and_trained_o
         pairwise = s.db.execute("SELECT COUNT(*) FROM judgments WHERE kind='pairwise'").fetchone()[0]
     assert pairwise > 0
     assert not json.loads(stages["train"]["outputs"])["skipped"]
+    run_study(cfg, arms=[ArmSpec(name="eva")], single=True)  # a rerun judges and trains nothing again
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        assert sorted(r["key"] for r in s.stages()) == sorted(r["key"] for r in stages.values())
+        assert s.db.execute("SELECT COUNT(*) FROM judgments WHERE kind='pairwise'").fetchone()[0] == pairwise
