@@ -226,3 +226,72 @@ def test_merge_keys_may_still_be_overridden_and_object_tags_stay_refused(tmp_pat
     assert parse_yaml("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 5\n", "t")["d"] == {"b": 5, "c": 2}
     with pytest.raises(ConfigError, match="could not determine a constructor"):
         parse_yaml("run: !!python/object/apply:os.system ['echo pwned']\n", "t")
+
+
+def test_the_sppo_loss_takes_the_recipes_defaults_where_the_config_leaves_them_unset():
+    from evalign.config import TrainConfig
+    from evalign.config.schema import SPPO_DEFAULTS
+
+    t = TrainConfig(loss="sppo")
+    assert {k: getattr(t, k) for k in SPPO_DEFAULTS} == SPPO_DEFAULTS
+    assert (t.beta, t.learning_rate, t.optimizer, t.lr_scheduler, t.warmup_ratio) == (0.001, 5e-7, "rmsprop",
+                                                                                     "linear", 0.1)
+    assert t.batch_size * t.gradient_accumulation_steps == 64  # the recipe's effective batch
+    assert (t.sppo_win_prob, t.sppo_temperature) == ("bradley_terry", 1.0)
+    assert TrainConfig(loss="sppo", beta=0.01, optimizer="adamw").beta == 0.01  # set values are kept
+    assert TrainConfig(loss="sppo", optimizer="adamw").optimizer == "adamw"
+    assert (TrainConfig().beta, TrainConfig().optimizer) == (0.05, "adamw")  # other losses: the paper's
+    # a preset's values are the user's: quickstart keeps its own beta and learning rate under --set loss=sppo
+    cfg = load_config(preset="quickstart", overrides=["solver.train.loss=sppo"])
+    q = load_config(preset="quickstart").solver.train
+    assert cfg.solver.train.loss == "sppo"
+    assert (cfg.solver.train.beta, cfg.solver.train.learning_rate) == (q.beta, q.learning_rate)
+    assert cfg.solver.train.optimizer == "rmsprop"
+    again = Config.model_validate(__import__("yaml").safe_load(cfg.to_yaml()))
+    assert again == cfg
+    # win probabilities from a pairwise judge: the reward's judge, so a classifier reward cannot give them
+    judged = load_config(overrides=["solver.train.loss=sppo", "solver.train.sppo_win_prob=pairwise"])
+    assert judged.solver.reward.kind == "judge_pointwise" and judged.solver.train.sppo_win_prob == "pairwise"
+    with pytest.raises(ConfigError, match="needs a judge reward"):
+        load_config(overrides=["solver.train.loss=sppo", "solver.train.sppo_win_prob=pairwise",
+                               "solver.reward.kind=classifier"])
+
+
+def test_the_sppo_fields_are_documented_with_the_recipe():
+    from evalign.config import TrainConfig
+
+    fields = TrainConfig.model_fields
+    assert "sppo" in fields["loss"].description
+    for name in ("beta", "optimizer", "lr_scheduler"):
+        assert "sppo" in fields[name].description.lower() and "recipe" in fields[name].description
+    for name in ("learning_rate", "warmup_ratio"):
+        assert "SPPO recipe" in fields[name].description
+    for name in ("sppo_win_prob", "sppo_temperature", "precompute_ref_logprobs", "packed_batches"):
+        assert "SPPO" in fields[name].description
+
+
+#: TrainConfig().model_dump(mode="json") before the SPPO fields (sppo_win_prob, sppo_temperature,
+#: optimizer) existed: every run directory's train stage keys were made from it.
+PRE_SPPO_TRAIN_DUMP = {
+    "accelerate_config": "ddp", "batch_size": 8, "beta": 0.05, "dtype": "auto", "epochs": 2.0,
+    "gradient_accumulation_steps": 8, "gradient_checkpointing": False, "launcher": "inprocess",
+    "learning_rate": 5e-07, "lora": {"alpha": 32, "dropout": 0.05, "enabled": False, "r": 16,
+                                     "target_modules": "all-linear"},
+    "loss": "dpo", "lr_scheduler": "cosine", "max_length": 1024, "min_pairs": 2, "num_processes": 1,
+    "packed_batches": True, "precompute_ref_logprobs": True, "simpo_gamma": 0.5, "warmup_ratio": 0.1,
+}
+
+
+def test_the_train_stage_key_of_a_dpo_config_is_what_it_was_before_the_sppo_fields():
+    from evalign.config import TrainConfig
+    from evalign.hashing import key_of
+
+    assert TrainConfig().key_dump() == PRE_SPPO_TRAIN_DUMP
+    inputs = {"policy": "p", "pairs": "c", "train": TrainConfig().key_dump(), "seed": 0}
+    assert key_of("train", inputs) == "1d805af3b56938d285d38a93ac6b2e87"  # the key computed before them
+    # SPPO-only fields do not move a DPO key; a non-default optimizer and the sppo loss do
+    assert TrainConfig(sppo_temperature=3.0).key_dump() == PRE_SPPO_TRAIN_DUMP
+    assert TrainConfig(optimizer="rmsprop").key_dump()["optimizer"] == "rmsprop"
+    sppo = TrainConfig(loss="sppo").key_dump()
+    assert (sppo["sppo_win_prob"], sppo["sppo_temperature"], sppo["optimizer"]) == ("bradley_terry", 1.0, "rmsprop")
+    assert TrainConfig(loss="sppo", sppo_temperature=2.0).key_dump() != sppo

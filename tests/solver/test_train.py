@@ -54,7 +54,7 @@ def test_checkpointing_goes_by_the_field_the_installed_training_arguments_have()
     assert checkpointing_field(After) == "activation_checkpointing"
 
 
-@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo", "orpo"])
+@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo", "orpo", "sppo"])
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_every_losss_trl_config_builds_under_the_installed_transformers(tmp_path, loss, checkpointing):
     from evalign.registry import LOSSES

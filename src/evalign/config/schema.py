@@ -139,19 +139,54 @@ class LoraConfig(Section):
     )
 
 
+#: The authors' released SPPO recipe (uclaml/SPPO, which the eva authors' pipeline builds on):
+#: with ``loss: sppo`` these are the defaults of the fields the config leaves unset. The
+#: effective batch of 64 is already the default (batch_size 8 x gradient_accumulation_steps 8).
+SPPO_DEFAULTS: dict[str, Any] = {
+    "beta": 0.001, "learning_rate": 5e-7, "lr_scheduler": "linear", "warmup_ratio": 0.1, "optimizer": "rmsprop",
+}
+
+#: TrainConfig fields only the sppo loss reads (TrainConfig.key_dump leaves them out otherwise).
+SPPO_ONLY_FIELDS = ("sppo_win_prob", "sppo_temperature")
+
+
 class TrainConfig(Section):
     """Preference training through TRL (solver/train.py maps these onto TRL's arguments)."""
 
-    loss: LossName = Field("dpo", description="Preference loss (solver/losses.py; paper: dpo, sigmoid).")
-    beta: float = Field(0.05, gt=0, description="Strength of the preference loss' KL/margin term (paper: 0.05).")
+    loss: LossName = Field("dpo", description="Preference loss (solver/losses.py; paper: dpo, sigmoid; "
+                              "sppo: SPPO's win-probability regression, solver/sppo.py).")
+    beta: float = Field(
+        0.05, gt=0, description="Strength of the preference loss' KL/margin term (paper: 0.05; with loss sppo "
+        "the default is 0.001, the SPPO recipe's; SPPO's targets are (P - 1/2) / beta).",
+    )
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin (gamma/beta ratio).")
-    learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (paper: 5e-7).")
+    sppo_win_prob: Literal["bradley_terry", "pairwise"] = Field(
+        "bradley_terry", description="SPPO: how each response's win probability against the prompt's other "
+        "samples is estimated; bradley_terry = mean sigmoid((r - r') / sppo_temperature) over the other "
+        "samples' rewards (solver/win_prob.py); pairwise = the reward's judge compares the chosen and the "
+        "rejected response with each other sample, both orders (needs a judge reward kind; k - 1 comparisons "
+        "each, so 2(k - 1) - 1 per pair, judged in both orders).",
+    )
+    sppo_temperature: float = Field(
+        1.0, gt=0, description="SPPO bradley_terry: the reward difference that counts as one logit. 1 for a "
+        "Bradley-Terry reward model (its rewards are logits); a judge's 1-10 grades may want 2 or more.",
+    )
+    learning_rate: float = Field(
+        5e-7, gt=0, description="Peak learning rate (paper: 5e-7; the SPPO recipe's too)."
+    )
+    # -> TRL optim: adamw leaves TRL's default (AdamW, fused where torch has it)
+    optimizer: Literal["adamw", "rmsprop"] = Field(
+        "adamw", description="Optimizer (paper: adamw; with loss sppo the default is rmsprop, the SPPO recipe's).",
+    )
     # -> TRL lr_scheduler_type
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="Learning-rate schedule after warmup (paper: cosine)."
+        "cosine", description="Learning-rate schedule after warmup (paper: cosine; with loss sppo the default "
+        "is linear, the SPPO recipe's).",
     )
     # -> TRL warmup_steps: a float below 1 is a fraction of the steps there
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of the steps spent warming up (paper: 0.1).")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of the steps spent warming up (paper: 0.1; the SPPO recipe's too)."
+    )
     # -> TRL num_train_epochs
     epochs: float = Field(2.0, gt=0, description="Passes over the iteration's pairs (paper: 2).")
     # -> TRL per_device_train_batch_size
@@ -162,10 +197,10 @@ class TrainConfig(Section):
     max_length: int = Field(1024, ge=32, description="Longest prompt + response in tokens; longer are cut.")
     # -> TRL precompute_ref_log_probs (DPO/IPO)
     precompute_ref_logprobs: bool = Field(
-        True, description="DPO/IPO: the reference model's log-probabilities once, before training."
+        True, description="DPO/IPO/SPPO: the reference model's log-probabilities once, before training."
     )
     packed_batches: bool = Field(
-        True, description="DPO/IPO: compute each pair's shared prompt once and pack pairs without padding "
+        True, description="DPO/IPO/SPPO: compute each pair's shared prompt once and pack pairs without padding "
         "(solver/packing.py); off = TRL's padded batches.",
     )
     # -> TRL bf16 (mixed-precision compute); the trainable weights stay fp32
@@ -186,6 +221,28 @@ class TrainConfig(Section):
     )
     num_processes: int = Field(1, ge=1, description="Processes (GPUs) of the accelerate launch (paper: 8).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sppo_recipe_defaults(cls, data: Any) -> Any:
+        """With loss sppo, the fields left unset take the SPPO recipe's values (SPPO_DEFAULTS);
+        set ones are kept, and every other loss keeps the defaults above."""
+        if isinstance(data, dict) and data.get("loss") == "sppo":
+            data = {**SPPO_DEFAULTS, **data}
+        return data
+
+    def key_dump(self) -> dict[str, Any]:
+        """The fields as stage keys see them (the train stage, a launch job's hash): the fields
+        added for SPPO are left out where they change nothing, ``sppo_*`` unless the loss is sppo
+        and ``optimizer`` while adamw, so the keys of runs from before them stay as they were."""
+        data = self.model_dump(mode="json")
+        if self.loss != "sppo":
+            for name in SPPO_ONLY_FIELDS:
+                data.pop(name)
+        if self.optimizer == "adamw":
+            data.pop("optimizer")
+        return data
+
+
 
 class SolverConfig(Section):
     """The solver: k responses per prompt, their rewards, pairs, and training."""
@@ -204,6 +261,13 @@ class SolverConfig(Section):
     )
     reward: RewardConfig = Field(default_factory=RewardConfig, description="How responses are scored.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Preference training.")
+
+    @model_validator(mode="after")
+    def _pairwise_win_prob_needs_a_judge(self) -> SolverConfig:
+        if self.train.loss == "sppo" and self.train.sppo_win_prob == "pairwise" and self.reward.kind == "classifier":
+            raise ValueError("train.sppo_win_prob pairwise needs a judge reward (reward.kind judge_pointwise or "
+                             "judge_pairwise_anchor), whose judge compares the samples; a classifier has none")
+        return self
 
 
 class EvalConfig(Section):

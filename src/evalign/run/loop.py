@@ -28,7 +28,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evalign import creator, faults
@@ -42,6 +42,8 @@ from evalign.report.record import StageUse
 from evalign.judge.reward import RewardModel, build_reward_model
 from evalign.solver.pairs import Pair, build_pairs, mix_pairs
 from evalign.solver.train import train_preference, weights_fingerprint, weights_problem
+from evalign.solver.win_prob import (estimate_key, estimator, judge_identity, judge_pairwise, judged,
+                                     needs_judge_error)
 from evalign.hashing import key_of, sha
 from evalign.store import RunStore
 
@@ -200,7 +202,12 @@ class Runner:
             creator_on = cfg.creator.enabled and it >= cfg.creator.first_iteration
             texts = [r["text"] for r in self.store.prompts(pool_ids)]
             responses, rewards, reward_key = self.sample_and_score(cfg, arm, it, state, pool_ids, "pool")
-            original, ties = build_pairs(pool_ids, texts, responses, rewards, "original")
+            win_prob = estimator(cfg.solver.train)
+            original, ties = build_pairs(pool_ids, texts, responses, rewards, "original", win_prob)
+            judged_keys: dict[str, str] = {}
+            if judged(cfg.solver.train):
+                original, judged_keys["orig"] = self.judge_win_probs(cfg, arm, it, "pool", original, pool_ids,
+                                                                     texts, responses, rewards, reward_key)
             summary: dict[str, Any] = {"pool": len(pool_ids), "original_pairs": len(original), "original_ties": ties}
             if creator_on:
                 evolved_pairs, next_ids, creator_summary = self.creator_step(
@@ -213,6 +220,10 @@ class Runner:
             else:
                 pairs, next_ids = original, pool_ids
                 mix_inputs = {"orig": reward_key, "evolved": None, "seed": cfg.run.seed}
+            if estimate_key(cfg.solver.train) is not None:  # only then: runs without an estimate keep their keys
+                mix_inputs["win_prob"] = estimate_key(cfg.solver.train)
+                if judged(cfg.solver.train):
+                    mix_inputs["win_prob"]["stages"] = {**judged_keys, "evolved": summary.get("win_prob_key")}
             pairs_out = self.stage("pairs", arm, it, mix_inputs, lambda key: self._store_pairs(key, pairs))
             if cfg.prompts.schedule == "evolve" and creator_on:
                 next_ids = sorted({p.prompt_id for p in pairs}) or pool_ids
@@ -228,6 +239,8 @@ class Runner:
         # Training is keyed by what it learns from, not by where the pairs came from: two arms
         # whose creators happened to produce the same pairs share one checkpoint.
         content = sha(json.dumps([[p.prompt, p.chosen, p.rejected] for p in pairs], ensure_ascii=False))
+        if any(p.chosen_win_prob is not None for p in pairs):  # SPPO learns the win probabilities too
+            content = sha(content + json.dumps([[p.chosen_win_prob, p.rejected_win_prob] for p in pairs]))
         return {"n": len(pairs), "by_source": dict(Counter(p.source for p in pairs)), "content": content}
 
     def creator_step(self, cfg: Config, arm: str, it: int, state: ArmState, pool_ids: list[int], texts: list[str],
@@ -312,9 +325,37 @@ class Runner:
             return [], pool_ids, summary
         ev_texts = [r["text"] for r in self.store.prompts(flt["kept"])]
         responses, rewards_e, reward_key_e = self.sample_and_score(cfg, arm, it, state, flt["kept"], "evolved")
-        pairs, ties = build_pairs(flt["kept"], ev_texts, responses, rewards_e, "evolved")
+        pairs, ties = build_pairs(flt["kept"], ev_texts, responses, rewards_e, "evolved", estimator(cfg.solver.train))
+        if judged(cfg.solver.train):
+            pairs, summary["win_prob_key"] = self.judge_win_probs(cfg, arm, it, "evolved", pairs, flt["kept"],
+                                                                  ev_texts, responses, rewards_e, reward_key_e)
         summary.update({"reward_key": reward_key_e, "evolved_pairs": len(pairs), "evolved_ties": ties})
         return pairs, flt["kept"], summary
+
+    def judge_win_probs(self, cfg: Config, arm: str, it: int, label: str, pairs: list[Pair], prompt_ids: list[int],
+                        texts: list[str], responses: list[list[str]], rewards: list[list[float]],
+                        reward_key: str) -> tuple[list[Pair], str]:
+        """``pairs`` with SPPO's win probabilities from the reward's judge (sppo_win_prob:
+        pairwise; solver/win_prob.judge_pairwise), judged in a ``win_prob_{label}`` stage so its
+        calls are counted; and that stage's key."""
+        rm = self.reward_model(cfg)
+        judge = getattr(rm, "judge", None)
+        if judge is None:
+            raise needs_judge_error(cfg.solver.reward.kind)
+        row = {pid: n for n, pid in enumerate(prompt_ids)}
+        rows = [row[p.prompt_id] for p in pairs]
+        wanted = [[responses[n].index(p.chosen), responses[n].index(p.rejected)] for p, n in zip(pairs, rows)]
+
+        def estimate() -> list[dict[int, float]]:
+            return judge_pairwise(judge, [texts[n] for n in rows], [responses[n] for n in rows],
+                                  [rewards[n] for n in rows], wanted)
+
+        out = self.stage(f"win_prob_{label}", arm, it, {"reward": reward_key, "judge": judge_identity(judge),
+                                                         "pairs": [[p.prompt_id, w] for p, w in zip(pairs, wanted)]},
+                         lambda key: {"n": len(estimate())})
+        probs = estimate()  # the judgments are in the store now
+        return [replace(p, chosen_win_prob=pr.get(w[0]), rejected_win_prob=pr.get(w[1]))
+                for p, w, pr in zip(pairs, wanted, probs)], out["_key"]
 
     def _root(self, prompt_id: int) -> int:
         row = self.store.prompts([prompt_id])[0]
@@ -325,8 +366,10 @@ class Runner:
         base_path = self._trainable_path(cfg, state)
 
         def train(key: str) -> dict[str, Any]:
-            pairs = [dict(prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"])
-                     for r in self.store.pairs(pairs_key)]
+            columns = ("prompt", "chosen", "rejected")
+            if estimate_key(tc) is not None:  # SPPO's per-pair targets travel with the pairs
+                columns += ("chosen_win_prob", "rejected_win_prob")
+            pairs = [{c: r[c] for c in columns} for r in self.store.pairs(pairs_key)]
             self.free_accelerator_memory()
             out_dir = self.store.checkpoints_dir / key[:16]
             seed = derived_seed(cfg.run.seed, "train", it)
@@ -356,7 +399,7 @@ class Runner:
             return why
 
         out = self.stage("train", arm, it, {"policy": state.policy_id, "pairs": pairs_content,
-                                           "train": tc.model_dump(mode="json"), "seed": cfg.run.seed}, train, stale)
+                                           "train": tc.key_dump(), "seed": cfg.run.seed}, train, stale)
         if out.get("skipped"):
             say(f"  train: skipped ({out.get('reason')})")
             return

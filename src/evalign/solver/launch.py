@@ -44,7 +44,7 @@ from evalign.config import TrainConfig
 from evalign.errors import ConfigError, EvalignError
 from evalign.fsutil import atomic_write_text
 from evalign.hashing import sha
-from evalign.solver.train import TrainResult, train_preference
+from evalign.solver.train import PAIR_EXTRAS, TrainResult, train_preference
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,11 @@ def build_command(job_path: str | os.PathLike[str], cfg: TrainConfig, *,
 
 
 def job_hash(base_path: str, pairs: Sequence[dict], cfg: TrainConfig, out_dir: str, seed: int) -> str:
-    head = json.dumps({"base": str(base_path), "train": cfg.model_dump(mode="json"), "out": str(out_dir),
+    head = json.dumps({"base": str(base_path), "train": cfg.key_dump(), "out": str(out_dir),
                        "seed": seed}, sort_keys=True)
-    body = "".join(json.dumps([p["prompt"], p["chosen"], p["rejected"]], ensure_ascii=False) for p in pairs)
+    body = "".join(json.dumps([p["prompt"], p["chosen"], p["rejected"]]
+                              + [p[k] for k in PAIR_EXTRAS if p.get(k) is not None], ensure_ascii=False)
+                   for p in pairs)
     return sha(head + body, 16)
 
 
@@ -100,7 +102,8 @@ def write_job(job_dir: Path, base_path: str, pairs: Sequence[dict], cfg: TrainCo
               seed: int) -> Path:
     """Write pairs.jsonl and job.json into ``job_dir``; returns job.json's path."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps({"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]},
+    lines = "".join(json.dumps({"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
+                                **{k: p[k] for k in PAIR_EXTRAS if p.get(k) is not None}},
                                ensure_ascii=False) + "\n" for p in pairs)
     atomic_write_text(job_dir / "pairs.jsonl", lines)
     job = {

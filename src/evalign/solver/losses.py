@@ -30,7 +30,7 @@ class PreferenceLoss:
     trainer_class: str
     loss_type: str | tuple[str, ...] | None  # TRL's loss_type; a tuple goes as a list; None: not passed
     options: Callable[[TrainConfig], dict[str, Any]] = field(default=_no_options)
-    packable: bool = False  # solver/packing.py's packed forward applies (DPOTrainer only)
+    packable: bool = False  # solver/packing.py's packed forward applies (DPOTrainer and its subclasses)
 
     def config(self, cfg: TrainConfig, common: dict[str, Any]):
         """TRL's config for this loss, with ``common`` (the arguments every loss shares)."""
@@ -47,7 +47,7 @@ class PreferenceLoss:
         if self.packable and cfg.packed_batches:
             from evalign.solver.packing import packed_dpo_trainer_class
 
-            trainer_cls = packed_dpo_trainer_class()
+            trainer_cls = packed_dpo_trainer_class(trainer_cls)
         return trainer_cls(args=self.config(cfg, common), **trainer_kwargs)
 
 
@@ -63,6 +63,9 @@ def _simpo_options(cfg: TrainConfig) -> dict[str, Any]:
 for _loss in (
     PreferenceLoss("dpo", "trl", "DPOConfig", "DPOTrainer", ("sigmoid",), _reference_options, packable=True),
     PreferenceLoss("ipo", "trl", "DPOConfig", "DPOTrainer", ("ipo",), _reference_options, packable=True),
+    # SPPO: a DPOTrainer subclass with SPPO's loss (TRL's loss_type is not read); the win
+    # probabilities come with the pairs (solver/win_prob.py)
+    PreferenceLoss("sppo", "evalign.solver.sppo", "DPOConfig", "SPPOTrainer", None, _reference_options, packable=True),
     PreferenceLoss("simpo", "trl.experimental.cpo", "CPOConfig", "CPOTrainer", "simpo", _simpo_options),
     PreferenceLoss("orpo", "trl.experimental.orpo", "ORPOConfig", "ORPOTrainer", None),
 ):

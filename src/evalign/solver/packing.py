@@ -196,13 +196,14 @@ def install(model, outputs: tuple[str, ...] = DPO_OUTPUTS) -> bool:
     return True
 
 
-def packed_dpo_trainer_class():
-    """TRL's DPOTrainer with the packed forward on the policy (and a separate reference model),
-    installed before the reference log-probabilities are precomputed so that pass packs too.
-    Not under DeepSpeed or FSDP, whose sharded weights TRL's own head gathers."""
+def packed_dpo_trainer_class(base=None):
+    """TRL's DPOTrainer (or ``base``, a subclass of it such as solver/sppo.py's SPPOTrainer) with
+    the packed forward on the policy (and a separate reference model), installed before the
+    reference log-probabilities are precomputed so that pass packs too. Not under DeepSpeed or
+    FSDP, whose sharded weights TRL's own head gathers."""
     from trl import DPOTrainer
 
-    class PackedDPOTrainer(DPOTrainer):
+    class PackedDPOTrainer(base or DPOTrainer):
         _packing_done = False
         packing_stats: dict | None = None
 

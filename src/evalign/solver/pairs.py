@@ -5,6 +5,9 @@ original prompts' pairs (the buffer, default 0.2) and a fraction of the evolved 
 pairs (default 0.8), then shuffle the union. With 25% of N prompts sampled and 4 evolutions
 each, that keeps the training set at about N pairs. Fractions are rounded to the nearest
 pair (the authors truncate), so a small pool still contributes buffer pairs.
+
+Given a win-probability estimate (SPPO; solver/win_prob.py), each pair also carries its
+chosen and rejected responses' win probabilities against the prompt's other samples.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+from evalign.solver.win_prob import WinProbs
 
 
 @dataclass(frozen=True)
@@ -24,17 +29,21 @@ class Pair:
     chosen_score: float
     rejected_score: float
     source: str  # "original" or "evolved"
+    chosen_win_prob: float | None = None  # SPPO's P_w: None when no estimate was asked for
+    rejected_win_prob: float | None = None  # SPPO's P_l
 
     def as_row(self) -> dict:
         return asdict(self)
 
 
 def best_worst(
-    prompt_id: int, prompt: str, responses: Sequence[str], rewards: Sequence[float], source: str
+    prompt_id: int, prompt: str, responses: Sequence[str], rewards: Sequence[float], source: str,
+    win_prob: WinProbs | None = None,
 ) -> Pair | None:
     """The highest- vs lowest-reward response; None when they tie (nothing to learn).
 
-    Among equal rewards the earliest sample wins, so the choice is deterministic.
+    Among equal rewards the earliest sample wins, so the choice is deterministic. With
+    ``win_prob``, the pair carries the two responses' estimated win probabilities.
     """
     scored = [(r, j) for j, r in enumerate(rewards) if r is not None and math.isfinite(r)]
     if len(scored) < 2:
@@ -43,7 +52,11 @@ def best_worst(
     lo = min(scored, key=lambda t: (t[0], t[1]))
     if hi[0] <= lo[0] or responses[hi[1]].strip() == responses[lo[1]].strip():
         return None
-    return Pair(prompt_id, prompt, responses[hi[1]], responses[lo[1]], float(hi[0]), float(lo[0]), source)
+    p_w = p_l = None
+    if win_prob is not None:
+        probs = win_prob(rewards)
+        p_w, p_l = probs[hi[1]], probs[lo[1]]
+    return Pair(prompt_id, prompt, responses[hi[1]], responses[lo[1]], float(hi[0]), float(lo[0]), source, p_w, p_l)
 
 
 def build_pairs(
@@ -52,11 +65,12 @@ def build_pairs(
     responses: Sequence[Sequence[str]],
     rewards: Sequence[Sequence[float]],
     source: str,
+    win_prob: WinProbs | None = None,
 ) -> tuple[list[Pair], int]:
     """Pairs for every prompt, and how many prompts were dropped as ties."""
     pairs, ties = [], 0
     for pid, p, rs, scores in zip(prompt_ids, prompts, responses, rewards):
-        pair = best_worst(pid, p, rs, scores, source)
+        pair = best_worst(pid, p, rs, scores, source, win_prob)
         if pair is None:
             ties += 1
         else:

@@ -1,4 +1,5 @@
-"""Preference training through TRL: DPO (and IPO) with ``DPOTrainer``, SimPO with the
+"""Preference training through TRL: DPO (and IPO) with ``DPOTrainer``, SPPO with a subclass of
+it (solver/sppo.py), SimPO with the
 experimental ``CPOTrainer``, ORPO with ``ORPOTrainer`` (the mapping is solver/losses.py);
 optional LoRA through peft.
 
@@ -70,15 +71,22 @@ def _weights_dtype(cfg: TrainConfig):
     return torch.float32
 
 
+#: Per-pair numbers a loss may need besides the texts (SPPO's win probabilities, solver/sppo.py).
+PAIR_EXTRAS = ("chosen_win_prob", "rejected_win_prob")
+
+
 def to_dataset(pairs: Sequence[dict]):
-    """Conversational preference format that every TRL preference trainer reads."""
+    """Conversational preference format that every TRL preference trainer reads, plus the
+    pairs' ``PAIR_EXTRAS`` where they carry them (TRL's tokenization keeps extra columns)."""
     from datasets import Dataset
 
+    extras = [k for k in PAIR_EXTRAS if pairs and all(p.get(k) is not None for p in pairs)]
     return Dataset.from_list([
         {
             "prompt": [{"role": "user", "content": p["prompt"]}],
             "chosen": [{"role": "assistant", "content": p["chosen"]}],
             "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            **{k: float(p[k]) for k in extras},
         }
         for p in pairs
     ])
@@ -177,6 +185,7 @@ def trainer_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) ->
         "disable_tqdm": quiet,
         "beta": cfg.beta,
         "remove_unused_columns": False,
+        **({"optim": cfg.optimizer} if cfg.optimizer != "adamw" else {}),  # adamw: TRL's default AdamW
     }
 
 

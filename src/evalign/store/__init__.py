@@ -119,10 +119,15 @@ class RunStore:
 
     def _add_missing_columns(self) -> None:
         """Columns later versions of this schema added (run directories of older versions)."""
-        have = {r["name"] for r in self.db.execute("PRAGMA table_info(stages)")}
-        for col, decl in (("calls", "INTEGER NOT NULL DEFAULT 0"), ("spent", "REAL NOT NULL DEFAULT 0")):
-            if col not in have:
-                self.db.execute(f"ALTER TABLE stages ADD COLUMN {col} {decl}")
+        added = {
+            "stages": (("calls", "INTEGER NOT NULL DEFAULT 0"), ("spent", "REAL NOT NULL DEFAULT 0")),
+            "pairs": (("chosen_win_prob", "REAL"), ("rejected_win_prob", "REAL")),
+        }
+        for table, columns in added.items():
+            have = {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for col, decl in columns:
+                if col not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
 
     def _init_meta(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -340,11 +345,12 @@ class RunStore:
         with self.transaction():
             self.db.execute("DELETE FROM pairs WHERE stage_key=?", (stage_key,))
             self.db.executemany(
-                "INSERT INTO pairs(stage_key, prompt_id, source, chosen, rejected, chosen_score, rejected_score) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO pairs(stage_key, prompt_id, source, chosen, rejected, chosen_score, rejected_score, "
+                "chosen_win_prob, rejected_win_prob) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
                     (stage_key, p["prompt_id"], p["source"], p["chosen"], p["rejected"],
-                     p.get("chosen_score"), p.get("rejected_score"))
+                     p.get("chosen_score"), p.get("rejected_score"), p.get("chosen_win_prob"),
+                     p.get("rejected_win_prob"))
                     for p in pairs
                 ],
             )

@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS pairs (
     rejected TEXT NOT NULL,
     chosen_score REAL,
     rejected_score REAL,
+    chosen_win_prob REAL,  -- SPPO: the response's estimated win probability against the prompt's other samples
+    rejected_win_prob REAL,
     PRIMARY KEY (stage_key, prompt_id)
 );
 CREATE TABLE IF NOT EXISTS judgments (
