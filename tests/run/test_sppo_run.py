@@ -8,7 +8,7 @@ import math
 from evalign.config import ArmSpec, validate
 from evalign.run.study import run_study
 from evalign.store import RunStore
-from tests.run.test_loop import tiny_config
+from .test_loop import tiny_config
 
 
 def test_an_sppo_run_stores_win_probabilities_with_the_pairs_trains_on_them_and_evaluates(tmp_path, tiny_model_dir):
