@@ -96,6 +96,7 @@ def test_paper_preset_is_the_papers_setting():
     assert cfg.solver.num_samples == 6
     assert cfg.creator.sample_fraction == 0.25 and cfg.creator.num_evolutions == 4
     assert (cfg.solver.mix_original, cfg.solver.mix_evolved) == (0.2, 0.8)
+    assert cfg.creator.filter.enabled is False  # the authors' scripts filter nothing
     t = cfg.solver.train
     assert (t.beta, t.learning_rate, t.epochs) == (0.05, 5e-7, 2)
 

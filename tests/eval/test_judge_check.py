@@ -104,10 +104,13 @@ def test_each_variant_gets_a_row_and_its_own_saved_result(tmp_path, capsys):
 
 def test_accuracy_position_bias_and_difficulty(tmp_path, capsys):
     [r], out, _ = _run(tmp_path, capsys, kind="pairwise")
-    assert r.n == 96 and r.variant == "base"
-    assert r.by_difficulty["gross"]["accuracy"] == 1.0 and r.by_difficulty["subtle"]["accuracy"] == 0.5
-    assert r.accuracy.value == pytest.approx(0.75) and r.accuracy.ci_low < 0.75 < r.accuracy.ci_high
-    assert r.first_position_rate == pytest.approx(0.75) and r.order_agreement == pytest.approx(0.5)
+    assert r.n == 144 and r.variant == "base"
+    gross, subtle = r.by_difficulty["gross"], r.by_difficulty["subtle"]
+    assert (gross["accuracy"], gross["n"], subtle["accuracy"], subtle["n"]) == (1.0, 48, 0.5, 96)
+    assert subtle["ci_low"] < 0.5 < subtle["ci_high"]  # per difficulty, with its Wilson CI
+    assert subtle["soft_accuracy"]["n"] == 96 and subtle["soft_accuracy"]["value"] < gross["soft_accuracy"]["value"]
+    assert r.accuracy.value == pytest.approx(2 / 3) and r.accuracy.ci_low < 2 / 3 < r.accuracy.ci_high
+    assert r.first_position_rate == pytest.approx(5 / 6) and r.order_agreement == pytest.approx(1 / 3)
     assert r.calls_per_pair == 2 and r.seconds_per_pair > 0
     assert "| 100 / 50 |" in out
 
@@ -138,11 +141,11 @@ def test_calibrated_keeps_the_decisions_and_sharpens_their_strength(tmp_path, ca
 
 def test_policy_tiebreak_decides_only_the_uncertain_pairs(tmp_path, capsys):
     [r], out, pool = _run(tmp_path, capsys, kind="pairwise", variants=["policy_tiebreak"])
-    assert r.tiebreaks == 48 and r.tiebreak_accuracy == 1.0  # the 48 subtle pairs, p = 0.5 each
-    assert r.accuracy.value == 1.0 and pool.policy.scorings == 96
-    assert r.calls_per_pair == pytest.approx(3.0)  # 2 judge calls per pair + 2 policy scorings per decided pair
+    assert r.tiebreaks == 96 and r.tiebreak_accuracy == 1.0  # the 96 subtle pairs, p = 0.5 each
+    assert r.accuracy.value == 1.0 and pool.policy.scorings == 192
+    assert r.calls_per_pair == pytest.approx(10 / 3)  # 2 judge calls per pair + 2 policy scorings per decided pair
     assert any(s.backend == "transformers" and s.model == "smollm2-135m-instruct" for s in pool.specs)
-    assert "policy decided 48 pairs, 100% right" in out
+    assert "policy decided 96 pairs, 100% right" in out
 
 
 def test_a_rerun_is_free_and_keeps_the_measured_speed(tmp_path, capsys):
@@ -273,3 +276,23 @@ def test_a_report_finds_the_run_result_first_and_never_a_shipped_one_of_another_
     stored = json.dumps({run_key(d): d for d in mine})
     found, origin = find_validity(stored, judge_id, "pairwise", "logprobs", PAIR_VERSION)
     assert origin == "run" and found["n"] == 40  # of the run's results, the one on most pairs
+
+
+def test_the_builtin_labeled_set_has_96_subtle_pairs_over_the_six_categories():
+    """The subtle pairs (two competent answers, one flaw named) are what an ablation's
+    comparison resembles; at least 16 per category, of realistic length."""
+    from collections import Counter
+
+    from evalign.eval import formats
+    from evalign.prompts import builtin_path
+
+    path = builtin_path("labeled_pairs.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = formats.load_labeled_pairs(path)
+    assert len(pairs) == len(rows) and len({r["id"] for r in rows}) == len(rows)
+    subtle = [r for r in rows if r["difficulty"] == "subtle"]
+    per = Counter(r["category"] for r in subtle)
+    assert len(subtle) >= 96 and len(per) == 6 and min(per.values()) >= 16
+    assert all(r["flaw"] and r["better"] != r["worse"] and r["better_score"] > r["worse_score"] for r in subtle)
+    new = subtle[48:]
+    assert all(60 <= len(r[k].split()) <= 250 for r in new for k in ("better", "worse"))

@@ -205,6 +205,80 @@ def test_detectable_effect_uses_the_scale_of_the_outcomes(monkeypatch):
     assert soft["detectable_effect"] > 2 * hard["detectable_effect"]
 
 
+def _validity(monkeypatch, measured, mode="logprobs"):
+    from evalign.eval import judge_check as judgecheck
+    from evalign.report import collect
+
+    monkeypatch.setattr(judgecheck, "find_validity", lambda *a: (measured, "shipped"))
+    outcomes = {"eva": {"win": [0.5, 0.6, 0.4, 0.55]}, "arm": {"win": [0.6, 0.5, 0.5, 0.45]}}
+    study = {"judge": {"judge_id": "j", "mode": mode, "pair_version": "v", "n_winrate": 4}}
+    return collect._judge_validity(study, outcomes, "eva")
+
+
+def test_the_judge_validity_block_leads_with_the_subtle_pairs_and_derives_the_effect_from_them(monkeypatch):
+    """Gross pairs (competent against gibberish) flatter a judge: the block quotes the subtle
+    pairs' accuracy first, the detectable effect comes from their mean P(better), and the
+    gross pairs appear only as a sanity check."""
+    from evalign.eval import stats
+
+    measured = {"accuracy": {"value": 0.78, "ci_low": 0.69, "ci_high": 0.85, "n": 96},
+                "soft_accuracy": {"value": 0.60, "ci_low": 0.58, "ci_high": 0.62, "n": 96},
+                "by_difficulty": {
+                    "gross": {"accuracy": 1.0, "n": 48, "ci_low": 0.93, "ci_high": 1.0,
+                              "soft_accuracy": {"value": 0.64, "ci_low": 0.62, "ci_high": 0.66, "n": 48}},
+                    "subtle": {"accuracy": 0.5625, "n": 48, "ci_low": 0.42, "ci_high": 0.70,
+                               "soft_accuracy": {"value": 0.53, "ci_low": 0.51, "ci_high": 0.55, "n": 48}}},
+                "first_position_rate": 0.2, "order_agreement": 0.4, "n": 96, "source": "builtin:labeled"}
+    jv = _validity(monkeypatch, measured)
+    assert jv["resembling"] == "subtle" and jv["accuracy"]["value"] == 0.5625
+    assert jv["detectable_effect"] == pytest.approx(stats.min_detectable_effect(4, 0.53, sd=jv["sd_paired"]))
+    assert jv["attenuation"] == pytest.approx(0.06)
+    block = tables.judge_block(jv)
+    lead = block.index("on the subtle labeled pairs")
+    assert "56.2 [42.0, 70.0]% (n=48), mean P(better) 53.0 [51.0, 55.0]%" in block
+    assert lead < block.index("Minimum detectable") < block.index("Sanity check: on gross pairs")
+    assert "100.0 [93.0, 100.0]% (n=48); all 96 pairs 78.0 [69.0, 85.0]%" in block
+    assert "mean P(better) on the subtle labeled pairs" in jv["method"]
+    assert _validity(monkeypatch, measured, mode="generate")["detectable_effect"] == pytest.approx(
+        stats.min_detectable_effect(4, 0.5625, sd=jv["sd_paired"]))  # hard verdicts: hard accuracy
+
+
+def test_a_result_stored_before_difficulty_carried_a_ci_still_reads(monkeypatch):
+    """Old shipped results keep only accuracy and n per difficulty: the Wilson CI is rebuilt
+    from them and the subtle hard accuracy stands in for the missing mean P(better), saying so."""
+    from evalign.eval import stats
+
+    measured = {"accuracy": {"value": 0.78, "ci_low": 0.69, "ci_high": 0.85, "n": 96},
+                "soft_accuracy": {"value": 0.60, "ci_low": 0.58, "ci_high": 0.62, "n": 96},
+                "by_difficulty": {"gross": {"accuracy": 1.0, "n": 48}, "subtle": {"accuracy": 0.5625, "n": 48}},
+                "n": 96, "source": "builtin:labeled"}
+    jv = _validity(monkeypatch, measured)
+    wilson = stats.proportion_ci(27, 48)
+    assert jv["accuracy"]["ci_low"] == pytest.approx(wilson.ci_low) and jv["accuracy"]["n"] == 48
+    assert jv["soft_accuracy"] is None and "hard accuracy stands in" in jv["method"]
+    assert jv["detectable_effect"] == pytest.approx(stats.min_detectable_effect(4, 0.5625, sd=jv["sd_paired"]))
+    assert "(n=48)" in tables.judge_block(jv)
+    user = dict(measured, by_difficulty={"-": {"accuracy": 0.78, "n": 96}})  # a user's set: all resemble
+    jv = _validity(monkeypatch, user)
+    assert jv["resembling"] == "all" and jv["accuracy"]["value"] == 0.78 and jv["gross_accuracy"] is None
+    assert "Sanity check" not in tables.judge_block(jv)
+
+
+def test_the_shipped_results_load_into_the_block():
+    """Every result file shipped for the built-in judge reads into the block (old and new)."""
+    import json
+
+    from evalign.prompts import builtin_path
+    from evalign.report.collect import _resembling
+
+    files = sorted(builtin_path("judge_checks").glob("*.json"))
+    assert files
+    for f in files:
+        d = json.loads(f.read_text(encoding="utf-8"))
+        like = _resembling(d)
+        assert like["label"] == "subtle" and 0 <= like["accuracy"]["value"] <= 1 and like["accuracy"]["n"] > 0
+
+
 def test_the_study_record_reads_and_writes_the_stored_layout_unchanged():
     """Old run directories keep loading, and a rewrite stores the same JSON text."""
     import json
@@ -278,7 +352,8 @@ def test_the_judge_validity_block_reads_the_run_directory_not_the_user_cache(tmp
     check(run, 24)
     shown = block()
     assert "measured by judge-check in this run directory, labeled set builtin:labeled, --limit 24" in shown
-    assert "on 24 labeled pairs" in shown
+    assert "on the subtle labeled pairs (two competent answers" in shown and "(n=12)" in shown
+    assert "all 24 pairs" in shown  # the gross pairs and the whole set only as a sanity check
     for limit in (12, 48):  # other checks of the same judge, into the per-user cache
         check(tmp_path / f"elsewhere-{limit}", limit)
         assert block() == shown
@@ -301,3 +376,12 @@ def test_a_judge_that_is_also_the_reward_model_is_warned_about_beside_the_table(
             "1–10 grading template") in md
     _, page, _ = _build(results, tmp_path)
     assert "set eval.judge to another model" in page
+
+
+def test_lineage_heading_labels_evol_quality_as_an_adaptation():
+    chain = [{"id": 1, "text": "Tips for tomatoes?", "depth": 0, "origin": "seed"},
+             {"id": 2, "text": "Tips for tomatoes on a shaded balcony?", "depth": 1, "origin": "evolved",
+              "operator": "evol_quality", "mutation": "relevance"}]
+    section = html._lineage_section({"lineage": {"evol_quality": [chain], "evol_instruct": [chain]}})
+    assert "<h3>Operator: evol_quality (prompt-side adaptation)</h3>" in section
+    assert "<h3>Operator: evol_instruct</h3>" in section

@@ -34,7 +34,10 @@ def test_a_model_against_itself_resampled(tmp_path):
     assert first.table.startswith(TABLE_HEAD)
     assert "\n| echo | " in first.table and "| 4 |" in first.table  # n = the 4 win-rate prompts
     judge_line, calls_line, lc_line, export_line = first.lines
-    assert lc_line.startswith("LC win rate: simplified: ")
+    assert lc_line.startswith("LC win rate: simplified: ") and "Arena-Hard score: v0.1" in lc_line
+    header, _, row = first.table.splitlines()[:3]
+    arena_cell = row.split(" | ")[header.split(" | ").index("Arena-Hard score % [95% CI]")]
+    assert arena_cell[0].isdigit() and "[" in arena_cell  # a score with its interval, from the same verdicts
     assert judge_line.startswith("baseline: self, resampled; judge scripted:echo (logprobs); first-position rate ")
     assert calls_line == f"judge calls: {first.judge_calls} new, 0 cached" and first.judge_calls > 0
     assert export_line == f"exported for FastChat, Arena-Hard and AlpacaEval: {out / 'exports'}"
@@ -67,7 +70,7 @@ def test_the_cli_prints_the_table_and_a_judge_line_even_without_a_first_position
     result = CliRunner().invoke(app, ["eval", "--model", "echo", str(cfg), "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(TABLE_HEAD) and lines[2].startswith("| echo | — | — |")
+    assert lines[0].startswith(TABLE_HEAD) and lines[2].startswith("| echo | — | — | — |")
     assert "baseline: self, resampled; judge scripted:echo (generate)" in lines
     assert not any("first-position rate" in line for line in lines)
     assert any(line.startswith("judge calls: ") and "unparseable verdicts left out" in line for line in lines)
@@ -76,10 +79,14 @@ def test_the_cli_prints_the_table_and_a_judge_line_even_without_a_first_position
 def test_reference_answers_must_cover_every_prompt(tmp_path):
     from evalign.errors import InputError
 
+    cfg = eval_config(tmp_path)
+    prompts = tmp_path / "prompts.jsonl"  # win-rate prompts named explicitly: the reference must answer them
+    prompts.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(4)))
+    cfg.eval.winrate_prompts = str(prompts)
     ref = tmp_path / "reference.json"
     ref.write_text(json.dumps([{"instruction": "something else", "output": "x", "generator": "ref"}]))
     with pytest.raises(InputError, match="no answer for 4 eval prompts"):
-        evaluate_models(eval_config(tmp_path), "echo", baseline_answers=ref, out_dir=tmp_path / "run")
+        evaluate_models(cfg, "echo", baseline_answers=ref, out_dir=tmp_path / "run")
 
 
 def _no_answers(monkeypatch):

@@ -41,7 +41,8 @@ def rewrite_generate(conversation: Conversation, seed: int) -> str:
     import re
 
     text = conversation[-1]["content"]
-    m = re.search(r"<prompt>\n?(.*?)\n?</prompt>", text, re.S)
+    # the data block, tags on lines of their own (the instructions also name the tags in prose)
+    m = re.search(r"^<prompt>\n(.*?)\n</prompt>$", text, re.S | re.M)
     base = m.group(1).strip() if m else "Write something useful."
     return f"{base} Answer in exactly {3 + seed % 5} numbered steps, citing variant {seed % 97}."
 

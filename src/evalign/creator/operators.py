@@ -7,8 +7,8 @@
 * ``evol_complexity`` (Deita): the same, with the four in-depth mutations only.
 * ``evol_quality``: Deita's EvolQuality rewrites *responses* to be more helpful, relevant,
   deep, creative or detailed. eva evolves prompts, so here the prompt is rewritten so that a
-  good *answer* to it must have that quality; one aspect is drawn per round and rounds chain
-  as in ``evol_instruct``.
+  good *answer* to it must have that quality (a prompt-side adaptation, which its ``label``
+  says in reports); one aspect is drawn per round and rounds chain as in ``evol_instruct``.
 * ``self_instruct``: one call per sampled prompt asks for ``num_evolutions`` new, varied
   queries inspired by it (a numbered list of one- or two-sentence requests); each becomes a
   prompt of depth 1. ``max_new_tokens`` is a budget per prompt, so this one call gets
@@ -25,7 +25,7 @@ registered in ``evalign.registry.OPERATORS`` (``creator.operator``'s choices).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -71,16 +71,20 @@ class Evolved:
 
 @dataclass(frozen=True)
 class Operator:
-    """A name, its templates by mutation, and whether rounds chain (else: one list call)."""
+    """A name, its templates by mutation, and whether rounds chain (else: one list call).
+
+    ``label`` is how reports name it; it says so where evalign adapts the method."""
 
     name: str
     templates: Mapping[str, str]
     chained: bool
+    label: str = ""
     hashes: Mapping[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         hashes = {m: template_hash(self.name, t) for m, t in self.templates.items()}
         object.__setattr__(self, "hashes", hashes)
+        object.__setattr__(self, "label", self.label or self.name)
 
 
 def template_hash(operator: str, template: str) -> str:
@@ -88,14 +92,16 @@ def template_hash(operator: str, template: str) -> str:
     return sha(f"{OPERATOR_VERSION}\n{operator}\n{template}", 12)
 
 
-def _rewrites(tasks: Mapping[str, str]) -> dict[str, str]:
-    return {m: T.rewrite_template(task) for m, task in tasks.items()}
+def _filled(fill: Callable[[str], str], tasks: Mapping[str, str]) -> dict[str, str]:
+    return {m: fill(task) for m, task in tasks.items()}
 
 
+_IN_DEPTH = _filled(T.rewrite_template, T.IN_DEPTH)
 for _op in (
-    Operator("evol_instruct", _rewrites({**T.IN_DEPTH, **T.IN_BREADTH}), chained=True),
-    Operator("evol_complexity", _rewrites(T.IN_DEPTH), chained=True),
-    Operator("evol_quality", _rewrites(T.QUALITY), chained=True),
+    Operator("evol_instruct", {**_IN_DEPTH, **_filled(T.create_template, T.IN_BREADTH)}, chained=True),
+    Operator("evol_complexity", _IN_DEPTH, chained=True),
+    Operator("evol_quality", _filled(T.quality_template, T.QUALITY), chained=True,
+             label="evol_quality (prompt-side adaptation)"),
     Operator("self_instruct", {"new_queries": T.NEW_QUERIES}, chained=False),
 ):
     OPERATOR_REGISTRY.register(_op.name, _op)
@@ -107,6 +113,11 @@ OPERATORS = OPERATOR_REGISTRY
 
 def get_operator(name: str) -> Operator:
     return OPERATOR_REGISTRY.get(name)
+
+
+def operator_label(name: str) -> str:
+    """How reports name an operator: its label, or the bare name for one not registered."""
+    return OPERATOR_REGISTRY[name].label if name in OPERATOR_REGISTRY else name
 
 
 # ------------------------------------------------------------------------------ prompts

@@ -14,6 +14,7 @@ from typing import Any
 
 from evalign.backends.base import GenParams
 from evalign.config import EvalConfig
+from evalign.eval import alpaca
 from evalign.eval.answers import answer_all
 from evalign.eval.score import Scores, judge_scores
 from evalign.eval.sets import EvalPrompt, load_mt_questions, load_winrate_prompts

@@ -285,11 +285,14 @@ def export_arena_answers(
     model_id: str,
     path: PathLike,
     token_lens: Mapping[QuestionId, int] | None = None,
+    metadata: Mapping[QuestionId, Mapping[str, Any]] | None = None,
 ) -> None:
     """Write question_id -> answer as Arena-Hard v0.1 ``model_answer`` JSONL.
 
     ``token_len`` (the official ``show_result.py`` needs it) goes both in the turn and in
-    ``conv_metadata``, where the older and newer v0.1 scripts look for it.
+    ``conv_metadata``, where the older and newer v0.1 scripts look for it. ``metadata``
+    (e.g. :func:`evalign.eval.arena_hard.answer_metadata`: token_len and markdown counts,
+    as Arena-Hard's gen_answer writes them) becomes the whole ``conv_metadata``.
     """
     tstamp = time.time()
     rows = []
@@ -302,7 +305,10 @@ def export_arena_answers(
             "choices": [{"index": 0, "turns": [turn]}],
             "tstamp": tstamp,
         }
-        if token_lens is not None and qid in token_lens:
+        if metadata is not None and qid in metadata:
+            row["conv_metadata"] = dict(metadata[qid])
+            turn["token_len"] = int(metadata[qid]["token_len"])
+        elif token_lens is not None and qid in token_lens:
             turn["token_len"] = int(token_lens[qid])
             row["conv_metadata"] = {"token_len": int(token_lens[qid])}
         rows.append(row)

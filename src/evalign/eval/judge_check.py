@@ -135,11 +135,21 @@ def _acc(correct: list[float]) -> stats.Estimate:
     return stats.proportion_ci(int(round(k)), len(correct)) if correct else stats.Estimate(float("nan"), 0, 0, 0)
 
 
-def _breakdown(pairs, correct: list[float], key) -> dict[str, dict[str, float]]:
-    groups: dict[str, list[float]] = defaultdict(list)
-    for p, c in zip(pairs, correct):
-        groups[str(key(p))].append(c)
-    return {g: {"accuracy": sum(v) / len(v), "n": len(v)} for g, v in sorted(groups.items())}
+def _breakdown(pairs, correct: list[float], key, soft: list[float] | None = None) -> dict[str, dict]:
+    """Accuracy per group with its Wilson 95% CI; with ``soft`` (pairwise: the both-orders
+    P(better) per pair) also the group's mean P(better) and bootstrap CI, which is what a
+    study's detectable effect needs for the pairs that resemble its comparison."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        groups[str(key(p))].append(i)
+    out: dict[str, dict] = {}
+    for g, idx in sorted(groups.items()):
+        acc = _acc([correct[i] for i in idx])
+        d: dict = {"accuracy": acc.value, "n": len(idx), "ci_low": acc.ci_low, "ci_high": acc.ci_high}
+        if soft is not None:
+            d["soft_accuracy"] = stats.mean_ci([soft[i] for i in idx], n_boot=2000, seed=0).as_dict()
+        out[g] = d
+    return out
 
 
 def check_pairwise(judge: Judge, pairs: list[formats.LabeledPair], source: str) -> CheckResult:
@@ -182,7 +192,7 @@ def check_pairwise(judge: Judge, pairs: list[formats.LabeledPair], source: str) 
     return CheckResult(
         judge.judge_id, "pairwise", judge.mode, n, _acc(correct), calls / seconds if seconds and calls else 0.0,
         seconds, _breakdown(pairs, correct, lambda p: p.category),
-        _breakdown(pairs, correct, lambda p: p.difficulty or "-"),
+        _breakdown(pairs, correct, lambda p: p.difficulty or "-", soft),
         (sum(o1) / n, sum(o2) / n), (sum(first1) + sum(first2)) / (2 * n), (sum(first1) / n, sum(first2) / n),
         sum(agree) / n, None, judge.pair_version, source, variant=judge.variant,
         calls_per_pair=calls / n, seconds_per_pair=seconds / n,

@@ -7,7 +7,9 @@ Discrete counts follow Arena-Hard: a win needs both orders to agree, a loss like
 anything else is a tie. The length-controlled rate regresses out the answer-length
 difference: AlpacaEval's own LC on AlpacaEval's instructions, a simplified one elsewhere
 (eval/alpaca.py; ``lc_method`` says which). Prompts whose verdicts could not be parsed in either
-order are counted and left out.
+order are counted and left out. ``arena_hard`` is Arena-Hard-Auto's own score of the same
+verdicts (v0.1: battles per game, strong verdicts three-fold, game-level bootstrap; see
+:mod:`evalign.eval.arena_hard`), a different number under its own name.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from evalign.judge.judge import Judge
 from evalign.judge.verdicts import PairItem
 from evalign.eval import alpaca, stats
+from evalign.eval.arena_hard import arena_hard_score, arena_label
 
 
 @dataclass
@@ -33,6 +36,10 @@ class WinRate:
     lengths_model: list[int] = field(default_factory=list)
     lengths_baseline: list[int] = field(default_factory=list)
     lc_method: str = alpaca.SIMPLIFIED_LC
+    #: Arena-Hard v0.1's score and interval of these verdicts.
+    arena_hard: stats.Estimate | None = None
+    #: Per prompt, the Arena-Hard labels (model-first verdict, baseline-first verdict).
+    labels: list[tuple[str | None, str | None]] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -43,7 +50,8 @@ class WinRate:
                 "losses": self.losses, "parse_failures": self.parse_failures,
                 "first_position_rate": self.first_position_rate, "outcomes": self.outcomes,
                 "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline,
-                "lc_method": self.lc_method}
+                "lc_method": self.lc_method,
+                "arena_hard": stats.as_dict(self.arena_hard), "labels": [list(pair) for pair in self.labels]}
 
 
 def pair_items(questions: Sequence[str], model_answers: Sequence[str], baseline_answers: Sequence[str],
@@ -105,5 +113,7 @@ def judge_win_rate(
         lc, lc_method = alpaca.length_controlled(
             ys, [questions[i] for i in valid], [model_answers[i] for i in valid],
             [baseline_answers[i] for i in valid], alpaca_reference, n_boot=min(n_boot, 1000), seed=seed)
+    labels = [(arena_label(verdicts[2 * i]), arena_label(verdicts[2 * i + 1])) for i in range(len(questions))]
     return WinRate(est, lc, outcomes, wins, ties, losses, failures,
-                   first / judged if judged else None, lm, lb, lc_method)
+                   first / judged if judged else None, lm, lb, lc_method,
+                   arena_hard=arena_hard_score(labels), labels=labels)

@@ -15,6 +15,7 @@ import numpy as np
 
 from evalign.eval import stats
 from evalign.eval.alpaca import SIMPLIFIED_LC
+from evalign.eval.arena_hard import arena_hard_score
 from evalign.eval.score import turn_mean
 from evalign.report.record import StageUse, StudyRecord
 from evalign.store import RunStore
@@ -45,6 +46,17 @@ def _lc(metrics: list[dict[str, Any]], outcomes: list[float | None]) -> tuple[di
         return None, None
     lc = stats.length_controlled_win_rate([outcomes[i] for i in ok], lens_m[ok], lens_b[ok])
     return stats.as_dict(lc), f"{SIMPLIFIED_LC}; seed-averaged outcomes"
+
+
+def _arena_hard(metrics: list[dict[str, Any]]) -> dict | None:
+    """Arena-Hard v0.1's score of the stored verdicts: one seed's as evaluated; several seeds'
+    battles pooled (Arena-Hard has no notion of seeds). None for results stored without labels."""
+    if len(metrics) == 1:
+        return metrics[0].get("arena_hard")
+    labels = [tuple(pair) for m in metrics for pair in (m.get("labels") or [])]
+    if not metrics or not all(m.get("labels") for m in metrics):
+        return None
+    return stats.as_dict(arena_hard_score(labels))
 
 
 def _grades_over_seeds(score_rows: list[list[list[float | None]]]) -> list[list[float | None]]:
@@ -112,6 +124,7 @@ def collect(store: RunStore) -> dict[str, Any]:
             "win_rate": stats.as_dict(_ci(outcomes, "win")),
             "lc_win_rate": lc,
             "lc_method": lc_method,
+            "arena_hard": _arena_hard(wr),
             "win_rate_vs_baseline": stats.as_dict(_ci(base_outcomes, "win")),
             "score": stats.as_dict(turn_mean(grades, None)) if sc else None,
             "turn1": stats.as_dict(turn_mean(grades, 0)) if sc else None,
@@ -184,7 +197,13 @@ def _judge_validity(study: StudyRecord | dict[str, Any], outcomes: dict[str, dic
     """The eval judge's measured accuracy and position bias and the smallest win-rate
     difference this study can detect with it (``study`` may be the record or its JSON form).
     The measurement is one ``evalign judge-check`` made against this run directory
-    (``stored``), else the one shipped for the built-in judge; never the per-user cache."""
+    (``stored``), else the one shipped for the built-in judge; never the per-user cache.
+
+    The accuracy that counts is the one on the labeled pairs that resemble the study's
+    comparison — two competent answers (the built-in set's subtle pairs; every pair of a set
+    without difficulty labels) — and the detectable effect is derived from it: a judge that
+    always spots gibberish says nothing about telling two arms' answers apart. The gross
+    pairs' accuracy is kept as a sanity check."""
     from evalign.eval.judge_check import find_validity
 
     judge = (study if isinstance(study, StudyRecord) else StudyRecord.from_json(study)).judge
@@ -203,26 +222,50 @@ def _judge_validity(study: StudyRecord | dict[str, Any], outcomes: dict[str, dic
             if arm not in (default_arm, THETA0):
                 diffs += [x - y for x, y in zip(o["win"], d) if x is not None and y is not None]
     sd = float(np.std(diffs, ddof=1)) if len(diffs) > 2 else 0.5
-    acc = measured["accuracy"]
+    like = _resembling(measured)
+    acc, soft = like["accuracy"], like["soft_accuracy"]
     # The study's per-prompt outcomes are on the judge's own scale: probabilities averaged over
     # both orders in log-prob mode. A true difference shows up in them shrunk by the judge's
     # mean P(better answer) on labeled pairs (2 * mean - 1), not by its hard accuracy, so the
     # attenuation and the sd must come from the same scale.
-    soft = measured.get("soft_accuracy")
     on_soft_scale = judge.mode == "logprobs" and bool(soft)
     signal_acc = soft["value"] if on_soft_scale else acc["value"]
+    gross = (measured.get("by_difficulty") or {}).get("gross")
     out.update({
-        "accuracy": acc, "soft_accuracy": soft, "first_position_rate": measured.get("first_position_rate"),
+        "resembling": like["label"], "accuracy": acc, "soft_accuracy": soft,
+        "overall_accuracy": measured["accuracy"], "gross_accuracy": _group_estimate(gross) if gross else None,
+        "first_position_rate": measured.get("first_position_rate"),
         "order_agreement": measured.get("order_agreement"), "labeled_n": measured.get("n"),
         "source": measured.get("source"), "labeled_limit": measured.get("limit"),
         "labeled_hash": measured.get("labeled_hash"), "injection_flip_rate": measured.get("injection_flip_rate"),
         "sd_paired": sd, "attenuation": 2 * signal_acc - 1,
         "detectable_effect": stats.min_detectable_effect(judge.n_winrate, signal_acc, sd=max(sd, 1e-6)),
         "method": ("closed form: (z_0.975 + z_0.8) * sd / sqrt(n) / (2 * a - 1), a = the judge's "
-                   + ("mean P(better) on labeled pairs (outcomes are probabilities)"
-                      if on_soft_scale else "accuracy on labeled pairs")),
+                   + ("mean P(better)" if on_soft_scale else "accuracy") + f" on the {like['label']} labeled pairs"
+                   + (" (outcomes are probabilities)" if on_soft_scale else "")
+                   + ("; this result has no mean P(better) per difficulty (measured before evalign stored it), "
+                      "so its hard accuracy stands in" if judge.mode == "logprobs" and not soft else "")),
     })
     return out
+
+
+def _group_estimate(group: dict[str, Any]) -> dict[str, float]:
+    """A judge-check difficulty group's accuracy as an estimate; results stored before the
+    groups carried a CI get the Wilson interval from their accuracy and n."""
+    if "ci_low" in group:
+        return {"value": group["accuracy"], "ci_low": group["ci_low"], "ci_high": group["ci_high"],
+                "n": group["n"]}
+    n = int(group["n"])
+    return stats.as_dict(stats.proportion_ci(int(round(group["accuracy"] * n)), n))
+
+
+def _resembling(measured: dict[str, Any]) -> dict[str, Any]:
+    """The labeled pairs like the study's comparison: the subtle pairs where the set labels
+    difficulty, else all of them (a user's own labeled set is taken to be of that kind)."""
+    subtle = (measured.get("by_difficulty") or {}).get("subtle")
+    if subtle and subtle.get("n"):
+        return {"label": "subtle", "accuracy": _group_estimate(subtle), "soft_accuracy": subtle.get("soft_accuracy")}
+    return {"label": "all", "accuracy": measured["accuracy"], "soft_accuracy": measured.get("soft_accuracy")}
 
 
 def _order(arm: str, study: StudyRecord) -> tuple:

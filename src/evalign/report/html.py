@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from evalign.creator.operators import operator_label
 from evalign.report import tables
 from evalign.report.plots import PLOTS
 
@@ -250,7 +251,7 @@ def _lineage_section(results: dict[str, Any]) -> str:
     if not any(lineage.values()):
         parts.append(_nodata("evolved prompts (the creator did not run, or kept nothing)"))
     for op, chains in sorted(lineage.items()):
-        parts.append(f'<h3>Operator: {esc(op)}</h3>')
+        parts.append(f'<h3>Operator: {esc(operator_label(op))}</h3>')
         if not chains:
             parts.append(_nodata(f"kept prompts from {op}"))
             continue

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from evalign.creator.operators import operator_label
+
 # (file stem, caption): the fixed order of make_plots' output and of the HTML page.
 PLOTS: list[tuple[str, str]] = [
     ("winrate", "Win rate against θ0 per arm, with 95% bootstrap CI"),
@@ -187,7 +189,7 @@ def _informativeness(results: dict[str, Any]):
     metric_label = "reward gap" if metric == "gap" else f"informativeness ({metric})"
     groups = [("pool before evolution", _finite(info.get("before")))]
     for op, vals in sorted((info.get("after") or {}).items()):
-        groups.append((f"evolved: {op}", _finite(vals)))
+        groups.append((f"evolved: {operator_label(op)}", _finite(vals)))
     groups = [(lab, vals) for lab, vals in groups if vals]
     if not groups:
         return None

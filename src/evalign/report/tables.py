@@ -44,6 +44,7 @@ COLUMNS = [
     ("win rate vs θ0 % [95% CI]", lambda r: pct(r.get("win_rate"))),
     ("n", lambda r: _n(r.get("win_rate"))),
     ("LC win rate %", lambda r: pct(r.get("lc_win_rate"))),
+    ("Arena-Hard score vs θ0 % [95% CI]", lambda r: pct(r.get("arena_hard"))),
     ("win rate vs no-creator %", lambda r: pct(r.get("win_rate_vs_baseline"))),
     ("avg score [95% CI]", lambda r: num(r.get("score"))),
     ("n (questions)", lambda r: _n(r.get("score"))),
@@ -78,6 +79,8 @@ def markdown(results: dict[str, Any]) -> str:
     methods = sorted({r["lc_method"] for r in rows if r.get("lc_method")})
     if methods:
         notes += ["", "LC win rate: " + "; ".join(methods) + "."]
+    if any(r.get("arena_hard") for r in rows):
+        notes += ["", ARENA_HARD_NOTE]
     shared = results.get("shared_judge")
     if shared:
         notes += ["", shared_judge_warning(shared)]
@@ -85,6 +88,11 @@ def markdown(results: dict[str, Any]) -> str:
     if jv:
         notes += ["", judge_block(jv)]
     return "\n".join([head, sep, *body, *notes]) + "\n"
+
+
+ARENA_HARD_NOTE = ("Arena-Hard score: Arena-Hard-Auto v0.1's score of the same verdicts against θ0 (each order one "
+                   "battle, a strong verdict three, ties half; 95% bootstrap of battles, seed 42), not the win rate "
+                   "over prompts; several seeds pool their battles.")
 
 
 def shared_judge_warning(shared: dict[str, str]) -> str:
@@ -106,17 +114,26 @@ def judge_block(jv: dict[str, Any]) -> str:
     mde = jv.get("detectable_effect")
     mde_s = "∞ (judge at chance)" if mde is None or mde == float("inf") else f"{100 * mde:.1f} pp"
     flip = jv.get("injection_flip_rate")
+    like = jv.get("resembling") or "all"
+    acc = jv["accuracy"]
+    what = ("the subtle labeled pairs (two competent answers, the kind of comparison this study makes)"
+            if like == "subtle" else "the labeled pairs")
+    gross = jv.get("gross_accuracy")
     return (
         f"Judge validity ({jv['judge_id']}, {jv['mode']}; {_validity_origin(jv)}): both-orders accuracy on "
-        f"{jv.get('labeled_n')} labeled pairs {pct(jv['accuracy'])}%"
-        + (f" (mean P(better) {pct(jv['soft_accuracy'])}%)" if jv.get("soft_accuracy") else "")
-        + f", first-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
+        f"{what} {pct(acc)}% (n={_n(acc)})"
+        + (f", mean P(better) {pct(jv['soft_accuracy'])}%" if jv.get("soft_accuracy") else "")
+        + f". Minimum detectable win-rate difference at n={jv.get('n')} prompts (80% power, α=0.05), from that "
+        f"accuracy: {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
+        "Arm differences smaller than that are marked not resolved. "
+        + (f"Sanity check: on gross pairs (a competent answer against a broken, off-topic or refusing one) "
+           f"{pct(gross)}% (n={_n(gross)}); all {jv.get('labeled_n')} pairs {pct(jv.get('overall_accuracy'))}%. "
+           if gross else "")
+        + f"First-position rate {_opt(jv.get('first_position_rate'), '{:.2f}')}, "
         f"order agreement {_opt(jv.get('order_agreement'), '{:.2f}')}"
         + (f", injection flip rate {pct(flip)}% (n={_n(flip)} answers with an instruction to the judge)"
            if flip else "")
-        + f". Minimum detectable win-rate difference at "
-        f"n={jv.get('n')} prompts (80% power, α=0.05): {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
-        "Arm differences smaller than that are marked not resolved."
+        + "."
     )
 
 
@@ -130,7 +147,7 @@ def _validity_origin(jv: dict[str, Any]) -> str:
 
 def csv_text(results: dict[str, Any]) -> str:
     fields = ["arm", "description", "n_seeds", "lc_method"]
-    est = ["win_rate", "lc_win_rate", "win_rate_vs_baseline", "score", "turn1", "turn2",
+    est = ["win_rate", "lc_win_rate", "arena_hard", "win_rate_vs_baseline", "score", "turn1", "turn2",
            "diff_win_rate_vs_default", "diff_score_vs_default"]
     scalars = ["train_pairs", "mean_answer_chars", "mean_info_sampled", "evolved", "kept", "compute_seconds",
                "creator_calls", "reward_calls", "judge_calls", "parse_failures"]

@@ -154,16 +154,18 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
         if base.mt:
             plan.grade(base_name, base)
         plan.compare(_slug(model), mine, base_name, base)
+        calls, cache_hits = ev.judge.stats.calls, ev.judge.stats.cache_hits  # before the exports read the cache
         write_exports(ev, s.store.dir / "exports", plan)
-        judge_stats = ev.judge.stats
         lines = [
-            "| model | win rate vs baseline % [95% CI] | LC win rate % | W / T / L | n | avg score [95% CI] | turn 1 | turn 2 |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| {model} | {pct(as_dict(wr.estimate))} | {pct(as_dict(wr.lc))} | {wr.wins} / {wr.ties} / {wr.losses} | {wr.n} "
+            "| model | win rate vs baseline % [95% CI] | LC win rate % | Arena-Hard score % [95% CI] | W / T / L | n "
+            "| avg score [95% CI] | turn 1 | turn 2 |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {model} | {pct(as_dict(wr.estimate))} | {pct(as_dict(wr.lc))} | {pct(as_dict(wr.arena_hard))} "
+            f"| {wr.wins} / {wr.ties} / {wr.losses} | {wr.n} "
             f"| {num(as_dict(sc.estimate))} | {num(as_dict(sc.turn1))} | {num(as_dict(sc.turn2))} |",
         ]
         if base_score is not None:
-            lines.append(f"| baseline: {label_b} | — | — | — | — | {num(as_dict(base_score.estimate))} "
+            lines.append(f"| baseline: {label_b} | — | — | — | — | — | {num(as_dict(base_score.estimate))} "
                          f"| {num(as_dict(base_score.turn1))} | {num(as_dict(base_score.turn2))} |")
         table = "\n".join(lines)
         failures = wr.parse_failures + sc.parse_failures
@@ -172,10 +174,11 @@ def evaluate_models(cfg: Config, model: str, *, baseline: str | None = None, bas
             judge_line += f"; first-position rate {wr.first_position_rate:.2f}"
         summary = [
             judge_line,
-            f"judge calls: {judge_stats.calls} new, {judge_stats.cache_hits} cached"
+            f"judge calls: {calls} new, {cache_hits} cached"
             + (f"; {failures} unparseable verdicts left out" if failures else ""),
-            f"LC win rate: {wr.lc_method}",
+            f"LC win rate: {wr.lc_method}; Arena-Hard score: v0.1 (battles, strong verdicts x3, "
+            "bootstrap of battles), beside the win rate over prompts",
             f"exported for FastChat, Arena-Hard and AlpacaEval: {s.store.dir / 'exports'}",
         ]
         say(f"run directory: {s.store.dir}")
-        return EvalOutcome(str(s.store.dir), judge_stats.calls, judge_stats.cache_hits, table, summary)
+        return EvalOutcome(str(s.store.dir), calls, cache_hits, table, summary)

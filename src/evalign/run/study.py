@@ -41,7 +41,8 @@ DEFAULT_ARMS: tuple[ArmSpec, ...] = (
     ArmSpec(name="metric-variance", set={"creator.metric": "variance"}, description="A: informativeness = variance"),
     ArmSpec(name="metric-mean", set={"creator.metric": "mean"}, description="A: informativeness = mean reward"),
     ArmSpec(name="op-self_instruct", set={"creator.operator": "self_instruct"}, description="B: SelfInstruct"),
-    ArmSpec(name="op-evol_quality", set={"creator.operator": "evol_quality"}, description="B: EvolQuality"),
+    ArmSpec(name="op-evol_quality", set={"creator.operator": "evol_quality"},
+            description="B: EvolQuality (prompt-side adaptation)"),
     ArmSpec(name="op-evol_complexity", set={"creator.operator": "evol_complexity"},
             description="B: EvolComplexity"),
 )
