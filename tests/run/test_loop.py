@@ -213,8 +213,11 @@ def test_several_seeds_aggregate_per_arm_with_paired_comparisons(tmp_path, tiny_
         study = json.loads(s.get_meta("study"))
     seeds = study["arms"]["eva"]["seeds"]
     assert seeds["0"]["policy_id"] != seeds["1"]["policy_id"]  # different seeds, different runs
-    # Per-prompt outcomes are averaged over seeds, then bootstrapped over prompts.
+    # Two-level intervals (seeds, then prompts); n counts the evaluation prompts the seeds share.
+    assert results["intervals"]["levels"] == ["seeds", "prompts"]
     assert rows["eva"]["win_rate"]["n"] == 4
+    assert len(rows["eva"]["seed_spread"]["win_rate"]["per_seed"]) == 2
+    assert "intervals are two-level: seeds, then prompts" in result.table_markdown
     assert rows["metric-mean"]["diff_win_rate_vs_default"] is not None
     assert rows["eva"].get("diff_win_rate_vs_default") is None  # the default is the reference
     assert "Δ win rate vs eva" in result.table_markdown
