@@ -88,6 +88,20 @@ def test_every_preset_loads_and_resolves(name):
     assert again == cfg
 
 
+def test_cpu_preset_runs_the_papers_protocol_and_quickstart_starts_from_theta0():
+    from evalign.run.study import shared_start
+
+    cpu = load_config(preset="cpu")
+    assert (cpu.run.iterations, cpu.creator.first_iteration) == (2, 2)
+    assert shared_start(cpu) == ("theta1", 1)  # θ0 → θ1 shared, then each arm's round from θ1
+    assert shared_start(load_config(preset="paper")) == ("theta1", 1)
+    quick = load_config(preset="quickstart")
+    assert (quick.run.iterations, quick.creator.first_iteration) == (1, 1)
+    assert shared_start(quick) is None
+    # A single iteration has no round to share before the creator's.
+    assert shared_start(load_config(preset="cpu", overrides=["run.iterations=1"])) is None
+
+
 def test_paper_preset_is_the_papers_setting():
     cfg = load_config(preset="paper")
     assert cfg.policy.model == "google/gemma-2-9b-it"

@@ -11,8 +11,11 @@ from evalign.eval.stats import (
     length_controlled_win_rate,
     mean_ci,
     paired_bootstrap_diff,
+    paired_two_level_diff,
     proportion_ci,
+    seed_spread,
     spearman,
+    two_level_bootstrap,
     win_rate,
 )
 
@@ -164,3 +167,68 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
     with pytest.raises(ValueError):
         spearman([1, 2], [1, 2, 3])
+
+
+# ---------------------------------------------------------------- two levels: seeds, then prompts
+
+def _seeded_effects(shift_sd: float, n_seeds: int = 4, n_prompts: int = 40, rng_seed: int = 0):
+    """Per-seed paired differences: prompt noise plus one shift per seed, shared by all its prompts."""
+    rng = np.random.default_rng(rng_seed)
+    shifts = rng.normal(0, shift_sd, n_seeds)
+    return [shift + rng.normal(0, 0.1, n_prompts) for shift in shifts]
+
+
+def test_an_effect_shared_by_a_seeds_prompts_widens_the_two_level_interval():
+    per_seed = _seeded_effects(shift_sd=0.3)
+    two = two_level_bootstrap(per_seed, n_boot=1000)
+    prompts_only = bootstrap_ci(np.concatenate(per_seed), n_boot=1000)
+    assert two.value == pytest.approx(prompts_only.value)
+    assert (two.ci_high - two.ci_low) > 3 * (prompts_only.ci_high - prompts_only.ci_low)
+    assert two.n == 40  # prompts per seed, not the pooled count
+    # Without a seed effect the two intervals agree roughly (the seeds add nothing).
+    flat = _seeded_effects(shift_sd=0.0)
+    two_flat = two_level_bootstrap(flat, n_boot=1000)
+    only_flat = bootstrap_ci(np.concatenate(flat), n_boot=1000)
+    assert (two_flat.ci_high - two_flat.ci_low) < 1.5 * (only_flat.ci_high - only_flat.ci_low)
+
+
+def test_paired_two_level_diff_pairs_by_seed_and_prompt():
+    rng = np.random.default_rng(2)
+    difficulty = rng.normal(0, 1, 30)  # shared by both systems on a prompt: pairing removes it
+    shifts = [0.3, -0.2, 0.25]  # seed effects on a only
+    a = [difficulty + s + rng.normal(0, 0.05, 30) for s in shifts]
+    b = [difficulty + rng.normal(0, 0.05, 30) for _ in shifts]
+    est = paired_two_level_diff(a, b, n_boot=1000)
+    assert est.value == pytest.approx(np.mean(np.concatenate(a) - np.concatenate(b)))
+    assert est.ci_low < 0.3 and est.ci_high > -0.2  # the seeds' disagreement is in the interval
+    assert est.ci_high - est.ci_low < 1.0  # and the prompts' difficulty is not
+    with pytest.raises(ValueError, match="same prompts"):
+        paired_two_level_diff([np.ones(3)], [np.ones(4)])
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_two_level_diff([np.ones(3)], [np.ones(3), np.ones(3)])
+
+
+def test_two_level_bootstrap_is_seeded_and_checks_input():
+    per_seed = _seeded_effects(0.2, n_seeds=3)
+    assert two_level_bootstrap(per_seed, seed=1) == two_level_bootstrap(per_seed, seed=1)
+    assert two_level_bootstrap(per_seed, seed=1) != two_level_bootstrap(per_seed, seed=2)
+    with pytest.raises(ValueError, match="at least one seed"):
+        two_level_bootstrap([])
+    with pytest.raises(ValueError, match="same shape"):
+        two_level_bootstrap([np.ones((3, 2)), np.ones((3, 3))])
+
+
+def test_two_level_bootstrap_takes_a_ratio_statistic_over_ragged_seeds():
+    # Rows (sum of graded turns, graded turns): the mean over graded turns, FastChat's average.
+    seed0 = np.array([[14.0, 2], [6.0, 1]])
+    seed1 = np.array([[10.0, 2], [8.0, 2], [3.0, 1]])
+    est = two_level_bootstrap([seed0, seed1], lambda r: r[:, 0].sum() / r[:, 1].sum(), n_boot=200)
+    assert est.value == pytest.approx(41 / 8) and est.n == 3
+    assert est.ci_low <= est.value <= est.ci_high
+
+
+def test_seed_spread():
+    sp = seed_spread([0.5, 0.7, 0.6])
+    assert (sp.low, sp.high) == (0.5, 0.7) and sp.sd == pytest.approx(0.1)
+    assert seed_spread([0.4]).sd == 0.0
+    assert sp.as_dict()["per_seed"] == [0.5, 0.7, 0.6]

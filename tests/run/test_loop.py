@@ -213,8 +213,11 @@ def test_several_seeds_aggregate_per_arm_with_paired_comparisons(tmp_path, tiny_
         study = json.loads(s.get_meta("study"))
     seeds = study["arms"]["eva"]["seeds"]
     assert seeds["0"]["policy_id"] != seeds["1"]["policy_id"]  # different seeds, different runs
-    # Per-prompt outcomes are averaged over seeds, then bootstrapped over prompts.
+    # Two-level intervals (seeds, then prompts); n counts the evaluation prompts the seeds share.
+    assert results["intervals"]["levels"] == ["seeds", "prompts"]
     assert rows["eva"]["win_rate"]["n"] == 4
+    assert len(rows["eva"]["seed_spread"]["win_rate"]["per_seed"]) == 2
+    assert "intervals are two-level: seeds, then prompts" in result.table_markdown
     assert rows["metric-mean"]["diff_win_rate_vs_default"] is not None
     assert rows["eva"].get("diff_win_rate_vs_default") is None  # the default is the reference
     assert "Δ win rate vs eva" in result.table_markdown
@@ -341,3 +344,49 @@ def test_a_truncated_checkpoint_is_detected_and_retrained(tmp_path, tiny_model_d
     calls.clear()
     run_study(cfg, arms=[ArmSpec(name="eva")], single=True)
     assert calls == []
+
+
+def test_the_paper_protocol_shares_the_first_dpo_round_and_reports_theta1(tmp_path, tiny_model_dir, monkeypatch):
+    """iterations 2 / first_iteration 2, as the cpu preset: θ0 → θ1 once for every arm, then
+    each arm's own round from θ1; θ1 is evaluated and has its own row."""
+    cfg = tiny_config(tmp_path, tiny_model_dir, run={"iterations": 2}, creator={"first_iteration": 2})
+    arms = [a for a in DEFAULT_ARMS if a.name in ("no-creator", "eva", "metric-variance", "op-self_instruct")]
+    trainings = _count_training(monkeypatch)
+    result = run_study(cfg, arms=arms)
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        study = json.loads(s.get_meta("study"))
+        results = json.loads((cfg.run_dir / "report" / "results.json").read_text())
+    uses = study["stage_uses"]
+    first = [u for u in uses if u["iteration"] == 1]
+    # Iteration 1 has the creator off in every arm, so its stage keys are the same across arms
+    # (an arm's metric or operator does not enter them): each stage is computed once.
+    assert {u["name"] for u in first} == {"generate_pool", "reward_pool", "pairs", "train"}
+    for name in ("generate_pool", "reward_pool", "pairs", "train"):
+        of = [u for u in first if u["name"] == name]
+        assert {u["arm"] for u in of} == {a.name for a in arms}
+        assert len({u["key"] for u in of}) == 1, name
+        assert sum(not u["reused"] for u in of) == 1, name
+    train_key = next(u["key"] for u in first if u["name"] == "train")
+    theta1 = study["arms"]["theta1"]["seeds"]["0"]
+    assert study["start_arm"] == "theta1" and theta1["policy_id"] == f"ckpt:{train_key[:16]}"
+    # Iteration 2 is each arm's own: eva's creator from θ1, the no-creator arm's plain DPO round.
+    second = {(u["arm"], u["name"]) for u in uses if u["iteration"] == 2}
+    assert ("eva", "evolve") in second and ("no-creator", "evolve") not in second
+    assert ("no-creator", "train") in second
+    for arm in ("eva", "no-creator"):
+        summary = study["arms"][arm]["seeds"]["0"]["summary"]
+        assert "sampled" not in summary["iteration_1"]
+        assert ("sampled" in summary["iteration_2"]) == (arm == "eva")
+        assert study["arms"][arm]["seeds"]["0"]["policy_id"] != theta1["policy_id"]
+    # One training from θ0 (the shared round); every other starts from θ1's weights (arms whose
+    # pairs came out equal, e.g. a creator whose outputs were all filtered, share one).
+    bases = [Path(base) for base, _ in trainings]
+    assert bases[0] == Path(tiny_model_dir) and len(bases) >= 3
+    assert bases[1:] == [Path(theta1["checkpoint"])] * (len(bases) - 1)
+    # θ1 is evaluated like an arm, against θ0 only, and has its own row after θ0.
+    rows = {r["arm"]: r for r in results["rows"]}
+    assert [r["arm"] for r in results["rows"]][:4] == ["theta0", "theta1", "no-creator", "eva"]
+    assert rows["theta1"]["win_rate"] is not None and rows["theta1"]["score"] is not None
+    assert rows["theta1"]["win_rate_vs_baseline"] is None
+    assert rows["theta1"]["diff_win_rate_vs_default"] is not None
+    assert "| theta1 |" in result.table_markdown and not result.missing

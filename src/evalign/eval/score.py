@@ -88,14 +88,31 @@ def turn_mean(scores: Sequence[Sequence[float | None]], turn: int | None, n_boot
     turns and the statistic is the resample's total grade over its number of graded turns.
     ``n`` counts the questions with at least one graded turn in the mean.
     """
+    rows = _turn_rows(scores, turn)
+    if not rows:
+        return None
+    return stats.bootstrap_ci(np.array(rows), _pooled_mean, n_boot, seed)
+
+
+def turn_mean_over_seeds(scores_per_seed: Sequence[Sequence[Sequence[float | None]]], turn: int | None,
+                         n_boot: int = 2000, seed: int = 0) -> stats.Estimate | None:
+    """:func:`turn_mean` of several seeds' grades: the mean over every graded turn of every
+    seed, with a two-level CI (seeds, then questions within each seed, a question's turns kept
+    together). ``n`` counts the questions of the seed with the most graded ones."""
+    per_seed = [np.array(rows) for rows in (_turn_rows(s, turn) for s in scores_per_seed) if rows]
+    if not per_seed:
+        return None
+    return stats.two_level_bootstrap(per_seed, _pooled_mean, n_boot, seed)
+
+
+def _turn_rows(scores: Sequence[Sequence[float | None]], turn: int | None) -> list[tuple[float, float]]:
+    """(total grade, graded turns) per question with a graded turn (``turn``: only that one)."""
     rows = []
     for row in scores:
         got = [s for k, s in enumerate(row) if s is not None and (turn is None or k == turn)]
         if got:
             rows.append((float(sum(got)), float(len(got))))
-    if not rows:
-        return None
-    return stats.bootstrap_ci(np.array(rows), _pooled_mean, n_boot, seed)
+    return rows
 
 
 def _pooled_mean(rows: np.ndarray) -> float:

@@ -3,13 +3,14 @@
 Outcomes are per-prompt scores on the fraction scale 0–1 (1 win, 0.5 tie, 0 loss, or a
 judge's win probability, already averaged over both judging orders); percentages exist only
 in :meth:`Estimate.fmt`. Intervals are percentile bootstraps over prompts with a seeded
-``numpy.random.Generator``, so the same inputs and seed always give the same numbers.
+``numpy.random.Generator``, so the same inputs and seed always give the same numbers; a study
+with several seeds per arm uses the two-level bootstrap (seeds, then prompts within each).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,6 +122,94 @@ def paired_bootstrap_diff(
     return bootstrap_ci(xa - xb, np.mean, n_boot, seed, alpha)
 
 
+def two_level_bootstrap(
+    values_per_seed: Sequence[ArrayLike],
+    statistic: Statistic = np.mean,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Estimate:
+    """Percentile bootstrap over seeds, then items within each drawn seed.
+
+    ``values_per_seed[s]`` holds seed s's items (rows, as in :func:`bootstrap_ci`; seeds may
+    have different counts). Each resample draws as many seeds as there are, with replacement,
+    then resamples each drawn seed's items, and applies ``statistic`` to the pooled rows. So
+    the interval covers both what varies between seeds (an arm's training, creator and
+    sampling randomness: an effect shared by every prompt of a seed) and the choice of
+    prompts; a prompt-only bootstrap of the pooled items would miss the first. The point
+    estimate is ``statistic`` of all items pooled. ``n`` is the largest per-seed item count
+    (the evaluation's prompts), not the pooled count: the seeds repeat the same prompts.
+    With one seed this is :func:`bootstrap_ci`'s interval (another random stream).
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    if len(values_per_seed) == 0:
+        raise ValueError("values_per_seed is empty: need at least one seed")
+    arrays = [_as_array(v, f"seed {i}'s values") for i, v in enumerate(values_per_seed)]
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"every seed's items must have the same shape, got {sorted(shapes)}")
+    point = float(statistic(np.concatenate(arrays)))
+    rng = np.random.default_rng(seed)
+    k = len(arrays)
+    boots = np.empty(n_boot, dtype=float)
+    for b in range(n_boot):
+        drawn = [arrays[i] for i in rng.integers(0, k, k)]
+        boots[b] = statistic(np.concatenate([a[rng.integers(0, len(a), len(a))] for a in drawn]))
+    boots = boots[np.isfinite(boots)]
+    if boots.size == 0:
+        raise ValueError("the statistic was not finite on any bootstrap resample")
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return Estimate(point, float(lo), float(hi), max(len(a) for a in arrays))
+
+
+def paired_two_level_diff(
+    a_per_seed: Sequence[ArrayLike],
+    b_per_seed: Sequence[ArrayLike],
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Estimate:
+    """Mean of a − b for two systems on the same prompts and seeds, resampling seeds (a seed
+    index pairs a's seed s with b's seed s) and then prompts within each seed jointly.
+
+    The paired form of :func:`two_level_bootstrap`: pairing by prompt removes the prompt
+    difficulty both systems share, resampling seeds keeps the difference's between-seed
+    variation in the interval.
+    """
+    if len(a_per_seed) != len(b_per_seed):
+        raise ValueError(f"a and b must have the same seeds: {len(a_per_seed)} and {len(b_per_seed)}")
+    diffs = []
+    for s, (a, b) in enumerate(zip(a_per_seed, b_per_seed)):
+        xa, xb = _as_array(a, f"a's seed {s}"), _as_array(b, f"b's seed {s}")
+        if xa.shape != xb.shape:
+            raise ValueError(f"seed {s}: a and b must score the same prompts: shapes {xa.shape} and {xb.shape}")
+        diffs.append(xa - xb)
+    return two_level_bootstrap(diffs, np.mean, n_boot, seed, alpha)
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """How much an estimate moves between seeds: one value per seed, their SD and range."""
+
+    per_seed: tuple[float, ...]
+    sd: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float | list[float]]:
+        return {"per_seed": list(self.per_seed), "sd": self.sd, "min": self.low, "max": self.high}
+
+
+def seed_spread(per_seed: ArrayLike) -> SeedSpread:
+    """The between-seed spread of per-seed estimates (SD with ddof 1; 0 for one seed)."""
+    arr = _as_array(per_seed, "per_seed")
+    if arr.ndim != 1:
+        raise ValueError(f"per_seed must be one estimate per seed, got shape {arr.shape}")
+    sd = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return SeedSpread(tuple(float(v) for v in arr), sd, float(arr.min()), float(arr.max()))
+
+
 def _lc_point(rows: np.ndarray) -> float:
     """LC win rate of rows (outcome, length difference): sigmoid of the GLM intercept.
 
@@ -169,6 +258,27 @@ def length_controlled_win_rate(
             f"outcomes, len_model and len_baseline differ in length: {len(y)}, {len(lm)}, {len(lb)}"
         )
     return bootstrap_ci(np.column_stack([y, lm - lb]), _lc_point, n_boot, seed, alpha)
+
+
+def length_controlled_two_level(
+    outcomes_per_seed: Sequence[ArrayLike],
+    len_model_per_seed: Sequence[ArrayLike],
+    len_baseline_per_seed: Sequence[ArrayLike],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Estimate:
+    """:func:`length_controlled_win_rate` fitted on every seed's prompts pooled, with the
+    two-level interval (seeds, then prompts within each seed)."""
+    if not len(outcomes_per_seed) == len(len_model_per_seed) == len(len_baseline_per_seed):
+        raise ValueError("outcomes and lengths must have the same seeds")
+    rows = []
+    for y, lm, lb in zip(outcomes_per_seed, len_model_per_seed, len_baseline_per_seed):
+        ya, lma, lba = _as_outcomes(y), _as_array(lm, "len_model"), _as_array(lb, "len_baseline")
+        if not len(ya) == len(lma) == len(lba):
+            raise ValueError(f"outcomes, len_model and len_baseline differ in length: {len(ya)}, {len(lma)}, {len(lba)}")
+        rows.append(np.column_stack([ya, lma - lba]))
+    return two_level_bootstrap(rows, _lc_point, n_boot, seed, alpha)
 
 
 def proportion_ci(k: int, n: int, alpha: float = 0.05) -> Estimate:

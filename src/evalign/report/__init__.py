@@ -66,7 +66,8 @@ def missing_evaluation(store: RunStore) -> list[str]:
     for name, arm in study.arms.items():
         for seed, entry in arm.seeds.items():
             wanted = ["score"] if name == THETA0 else ["win_rate_vs_theta0", "score"]
-            if name not in (THETA0, study.baseline_arm) and baseline is not None and seed in baseline.seeds:
+            if (name not in (THETA0, study.baseline_arm, study.start_arm) and baseline is not None
+                    and seed in baseline.seeds):
                 wanted.append("win_rate_vs_baseline")
             have = entry.eval or {}
             lacking = [m for m in wanted if store.metric(have.get(m), m) is None]

@@ -1,8 +1,12 @@
 """Everything the report shows, read back from the run store.
 
-Per arm, results are aggregated over seeds by averaging each evaluation prompt's outcome
-(or each question's score) across seeds and bootstrapping over prompts; every arm is
-compared with the eva default by a paired bootstrap over the same prompts.
+With one seed, every interval is a bootstrap over the evaluation's prompts (questions for
+scores), and every arm is compared with the eva default by a paired bootstrap over the same
+prompts. With several seeds, every arm's win rate, LC win rate and score and every paired
+difference use the two-level bootstrap (seeds, then prompts within each seed; differences
+pair seed s of one arm with seed s of the other, prompt by prompt), so the interval includes
+what varies between an arm's seeds, and each row carries the between-seed spread of its
+per-seed estimates.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 from evalign.eval import stats
 from evalign.eval.alpaca import SIMPLIFIED_LC
 from evalign.eval.arena_hard import arena_hard_score
-from evalign.eval.score import turn_mean
+from evalign.eval.score import turn_mean, turn_mean_over_seeds
 from evalign.report.record import StageUse, StudyRecord
 from evalign.store import RunStore
 
@@ -32,20 +36,25 @@ def _mean_over_seeds(rows: list[list[float | None]]) -> list[float | None]:
     return out
 
 
-def _lc(metrics: list[dict[str, Any]], outcomes: list[float | None]) -> tuple[dict | None, str | None]:
+def _lc(metrics: list[dict[str, Any]]) -> tuple[dict | None, str | None]:
     """The LC win rate and how it was computed. One seed: the evaluation's own (AlpacaEval's
-    official LC where it applied). Several: the simplified LC of the seed-averaged outcomes."""
+    official LC where it applied). Several: the simplified LC fitted on every seed's prompts,
+    with the two-level interval."""
     if not metrics:
         return None, None
     if len(metrics) == 1:
         return metrics[0].get("lc_win_rate"), metrics[0].get("lc_method") or SIMPLIFIED_LC
-    lens_m = np.mean([m["lengths_model"] for m in metrics], axis=0)
-    lens_b = np.mean([m["lengths_baseline"] for m in metrics], axis=0)
-    ok = [i for i, o in enumerate(outcomes) if o is not None]
-    if not ok:
+    ys, lms, lbs = [], [], []
+    for m in metrics:
+        ok = [i for i, o in enumerate(m["outcomes"]) if o is not None]
+        if ok:
+            ys.append([m["outcomes"][i] for i in ok])
+            lms.append([m["lengths_model"][i] for i in ok])
+            lbs.append([m["lengths_baseline"][i] for i in ok])
+    if not ys:
         return None, None
-    lc = stats.length_controlled_win_rate([outcomes[i] for i in ok], lens_m[ok], lens_b[ok])
-    return stats.as_dict(lc), f"{SIMPLIFIED_LC}; seed-averaged outcomes"
+    lc = stats.length_controlled_two_level(ys, lms, lbs)
+    return stats.as_dict(lc), f"{SIMPLIFIED_LC}; {len(ys)} seeds pooled, two-level interval"
 
 
 def _arena_hard(metrics: list[dict[str, Any]]) -> dict | None:
@@ -57,14 +66,6 @@ def _arena_hard(metrics: list[dict[str, Any]]) -> dict | None:
     if not metrics or not all(m.get("labels") for m in metrics):
         return None
     return stats.as_dict(arena_hard_score(labels))
-
-
-def _grades_over_seeds(score_rows: list[list[list[float | None]]]) -> list[list[float | None]]:
-    """Per question and turn, the mean grade across seeds: with one seed, the grades themselves,
-    whose mean over graded turns is FastChat's MT-Bench average."""
-    if not score_rows:
-        return []
-    return [_mean_over_seeds([list(row) for row in rows]) for rows in zip(*score_rows)]
 
 
 def _question_means(scores: list[list[float | None]], turn: int | None = None) -> list[float | None]:
@@ -83,11 +84,55 @@ def _ci(values: list[float | None], estimator: str, n_boot: int = 2000) -> stats
     return stats.win_rate(vals, n_boot=n_boot) if estimator == "win" else stats.mean_ci(vals, n_boot=n_boot)
 
 
-def _paired(a: list[float | None], b: list[float | None]) -> stats.Estimate | None:
-    both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-    if len(both) < 2:
+def _present(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def _win_ci(per_seed: list[list[float | None]], n_boot: int = 2000) -> stats.Estimate | None:
+    """A win rate over one seed's prompts, or over several seeds' with the two-level CI."""
+    if len(per_seed) == 1:
+        return _ci(per_seed[0], "win", n_boot)
+    present = [v for v in map(_present, per_seed) if v]
+    return stats.two_level_bootstrap(present, np.mean, n_boot) if present else None
+
+
+def _score_ci(score_rows: list[list[list[float | None]]], turn: int | None) -> stats.Estimate | None:
+    """FastChat's MT-Bench average (mean over graded turns), its CI two-level over seeds."""
+    if len(score_rows) == 1:
+        return turn_mean(score_rows[0], turn)
+    return turn_mean_over_seeds(score_rows, turn)
+
+
+def _paired_over_seeds(a: dict[str, list[float | None]], b: dict[str, list[float | None]]
+                       ) -> stats.Estimate | None:
+    """a − b, pairing seed s with seed s and prompt i with prompt i; two-level over the seeds
+    both have (several), else the prompt-paired bootstrap of the one seed."""
+    pairs = []
+    for seed in sorted(set(a) & set(b), key=str):
+        both = [(x, y) for x, y in zip(a[seed], b[seed]) if x is not None and y is not None]
+        if both:
+            pairs.append(([x for x, _ in both], [y for _, y in both]))
+    if len(pairs) == 1:
+        return stats.paired_bootstrap_diff(*pairs[0]) if len(pairs[0][0]) >= 2 else None
+    if not pairs:
         return None
-    return stats.paired_bootstrap_diff([x for x, _ in both], [y for _, y in both])
+    return stats.paired_two_level_diff([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def _spread(per_seed: list[float | None]) -> dict | None:
+    """The between-seed spread of per-seed estimates, for two or more seeds."""
+    vals = _present(per_seed)
+    return stats.seed_spread(vals).as_dict() if len(vals) >= 2 else None
+
+
+def _seed_metrics(store: RunStore, seeds: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:
+    """Seed index -> the stored metric row of one evaluation, for the seeds that have it."""
+    out = {}
+    for key, entry in seeds.items():
+        m = store.metric((entry.eval or {}).get(metric), metric) if entry.eval else None
+        if m:
+            out[key] = m
+    return out
 
 
 def collect(store: RunStore) -> dict[str, Any]:
@@ -96,20 +141,20 @@ def collect(store: RunStore) -> dict[str, Any]:
     uses = study.stage_uses
     per_arm_outcomes: dict[str, dict[str, list]] = {}
     rows = []
+    per_seed_outcomes: dict[str, dict[str, dict[str, list]]] = {}
     for name, arm in study.arms.items():
         seeds = arm.seeds
-        evals = [s.eval for s in seeds.values() if s.eval]
-        wr = [store.metric(e.get("win_rate_vs_theta0"), "win_rate_vs_theta0") for e in evals]
-        wb = [store.metric(e.get("win_rate_vs_baseline"), "win_rate_vs_baseline") for e in evals]
-        sc = [store.metric(e.get("score"), "score") for e in evals]
-        wr, wb, sc = [x for x in wr if x], [x for x in wb if x], [x for x in sc if x]
+        wr_by_seed = _seed_metrics(store, seeds, "win_rate_vs_theta0")
+        sc_by_seed = _seed_metrics(store, seeds, "score")
+        wr, sc = list(wr_by_seed.values()), list(sc_by_seed.values())
+        wb = list(_seed_metrics(store, seeds, "win_rate_vs_baseline").values())
         outcomes = _mean_over_seeds([m["outcomes"] for m in wr]) if wr else []
-        base_outcomes = _mean_over_seeds([m["outcomes"] for m in wb]) if wb else []
         score_rows = [m["scores"] for m in sc]
         q_scores = _mean_over_seeds([_question_means(s) for s in score_rows]) if sc else []
-        grades = _grades_over_seeds(score_rows)
-        lc, lc_method = _lc(wr, outcomes)
+        lc, lc_method = _lc(wr)
         per_arm_outcomes[name] = {"win": outcomes, "score": q_scores}
+        per_seed_outcomes[name] = {"win": {k: m["outcomes"] for k, m in wr_by_seed.items()},
+                                   "score": {k: _question_means(m["scores"]) for k, m in sc_by_seed.items()}}
         summaries = [s.summary or {} for s in seeds.values()]
         its = [v for summ in summaries for v in summ.values()]
         filtered: Counter = Counter()
@@ -121,14 +166,18 @@ def collect(store: RunStore) -> dict[str, Any]:
             "arm": name,
             "description": arm.description,
             "n_seeds": len(seeds),
-            "win_rate": stats.as_dict(_ci(outcomes, "win")),
+            "win_rate": stats.as_dict(_win_ci([m["outcomes"] for m in wr])) if wr else None,
             "lc_win_rate": lc,
             "lc_method": lc_method,
             "arena_hard": _arena_hard(wr),
-            "win_rate_vs_baseline": stats.as_dict(_ci(base_outcomes, "win")),
-            "score": stats.as_dict(turn_mean(grades, None)) if sc else None,
-            "turn1": stats.as_dict(turn_mean(grades, 0)) if sc else None,
-            "turn2": stats.as_dict(turn_mean(grades, 1)) if sc else None,
+            "win_rate_vs_baseline": stats.as_dict(_win_ci([m["outcomes"] for m in wb])) if wb else None,
+            "score": stats.as_dict(_score_ci(score_rows, None)) if sc else None,
+            "turn1": stats.as_dict(_score_ci(score_rows, 0)) if sc else None,
+            "turn2": stats.as_dict(_score_ci(score_rows, 1)) if sc else None,
+            "seed_spread": {
+                "win_rate": _spread([_mean(m["outcomes"]) for m in wr]),
+                "score": _spread([e.value if e else None for e in (turn_mean(r, None, n_boot=1) for r in score_rows)]),
+            },
             "per_category": _mean_dicts([m.get("per_category", {}) for m in sc]),
             "parse_failures": sum(m.get("parse_failures", 0) for m in wr + wb + sc),
             "train_pairs": _mean([s.train_pairs for s in seeds.values()]),
@@ -145,14 +194,17 @@ def collect(store: RunStore) -> dict[str, Any]:
             "creator_enabled": any(s.creator_enabled for s in seeds.values()),
         })
     _add_eval_calls(rows, study, store)
-    if default_arm in per_arm_outcomes:
-        d = per_arm_outcomes[default_arm]
+    if default_arm in per_seed_outcomes:
+        d = per_seed_outcomes[default_arm]
         for row in rows:
             if row["arm"] in (default_arm, THETA0):
                 continue
-            o = per_arm_outcomes[row["arm"]]
-            row["diff_win_rate_vs_default"] = stats.as_dict(_paired(o["win"], d["win"]))
-            row["diff_score_vs_default"] = stats.as_dict(_paired(o["score"], d["score"]))
+            o = per_seed_outcomes[row["arm"]]
+            row["diff_win_rate_vs_default"] = stats.as_dict(_paired_over_seeds(o["win"], d["win"]))
+            row["diff_score_vs_default"] = stats.as_dict(_paired_over_seeds(o["score"], d["score"]))
+            row["seed_spread"]["diff_win_rate_vs_default"] = _spread(
+                [_mean([x - y for x, y in zip(o["win"][k], d["win"][k]) if x is not None and y is not None])
+                 for k in sorted(set(o["win"]) & set(d["win"]), key=str)])
     rows.sort(key=lambda r: _order(r["arm"], study))
     validity = _judge_validity(study, per_arm_outcomes, default_arm, _stored_checks(store))
     for row in rows:
@@ -162,6 +214,8 @@ def collect(store: RunStore) -> dict[str, Any]:
         "single": study.single,
         "default_arm": default_arm,
         "baseline_arm": study.baseline_arm,
+        "start_arm": study.start_arm,
+        "intervals": _intervals(rows),
         "rows": rows,
         "sharing": _sharing(uses),
         "wall_seconds": study.wall_seconds,
@@ -175,6 +229,12 @@ def collect(store: RunStore) -> dict[str, Any]:
         "shared_judge": _shared_judge(study),
         "stages": _stage_times(uses),
     }
+
+
+def _intervals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the table's intervals cover: the seeds of the trained arms, if several, and the prompts."""
+    n_seeds = max((r["n_seeds"] for r in rows if r["arm"] != THETA0), default=1)
+    return {"n_seeds": n_seeds, "levels": ["seeds", "prompts"] if n_seeds >= 2 else ["prompts"]}
 
 
 def _shared_judge(study: StudyRecord) -> dict[str, str] | None:
@@ -269,7 +329,7 @@ def _resembling(measured: dict[str, Any]) -> dict[str, Any]:
 
 
 def _order(arm: str, study: StudyRecord) -> tuple:
-    fixed = [THETA0, study.baseline_arm, study.default_arm]
+    fixed = [THETA0, study.start_arm, study.baseline_arm, study.default_arm]
     return (fixed.index(arm) if arm in fixed else len(fixed), arm)
 
 

@@ -138,6 +138,11 @@ def _header(results: dict[str, Any], when: str) -> str:
         bits.append(f"default arm <strong>{esc(results['default_arm'])}</strong>")
     if results.get("baseline_arm"):
         bits.append(f"baseline arm {esc(results['baseline_arm'])}")
+    if results.get("start_arm"):
+        bits.append(f"arms start from {esc(results['start_arm'])} (one shared DPO round)")
+    n_seeds = (results.get("intervals") or {}).get("n_seeds")
+    if n_seeds:
+        bits.append(f"{esc(n_seeds)} seed{'s' if n_seeds != 1 else ''}")
     if results.get("single"):
         bits.append("single run (no ablation)")
     return ('<header>\n<h1>evalign report</h1>\n<p class="meta">eva: Evolving Alignment via Asymmetric '

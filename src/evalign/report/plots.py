@@ -33,6 +33,7 @@ PLOTS: list[tuple[str, str]] = [
 DEFAULT_COLOR = "#d95f02"  # the default (eva) arm
 ARM_COLOR = "#4c72b0"
 REF_COLOR = "#8c8c8c"  # θ0, the reference everything is compared against
+START_COLOR = "#66a61e"  # θ1, the shared first round every arm's own round starts from
 THETA0 = "theta0"
 DPI = 110
 
@@ -79,6 +80,8 @@ def _color(arm: str, results: dict[str, Any]) -> str:
         return DEFAULT_COLOR
     if arm == THETA0:
         return REF_COLOR
+    if arm == results.get("start_arm"):
+        return START_COLOR
     return ARM_COLOR
 
 
@@ -94,7 +97,8 @@ def _legend_default(ax, results: dict[str, Any], arms: Sequence[str]) -> None:
     from matplotlib.patches import Patch
 
     default = results.get("default_arm")
-    labels = {DEFAULT_COLOR: f"default arm ({default})", REF_COLOR: "θ0 (start policy)", ARM_COLOR: "other arms"}
+    labels = {DEFAULT_COLOR: f"default arm ({default})", REF_COLOR: "θ0 (start policy)",
+              START_COLOR: f"{results.get('start_arm')} (shared first round)", ARM_COLOR: "other arms"}
     used = {_color(a, results) for a in arms}
     if len(used) > 1 or DEFAULT_COLOR in used:
         handles = [Patch(color=c, label=lab) for c, lab in labels.items() if c in used]
@@ -165,10 +169,16 @@ def _estimate_bars(results: dict[str, Any], key: str, scale: float, ylabel: str,
     return fig
 
 
+def _ci_kind(results: dict[str, Any]) -> str:
+    """What the bars' intervals resample: "95% CI" over prompts, or two-level over seeds first."""
+    n = (results.get("intervals") or {}).get("n_seeds") or 1
+    return "95% CI" if n < 2 else f"95% CI, two-level: {n} seeds, then prompts"
+
+
 def _winrate(results: dict[str, Any]):
     from matplotlib.ticker import PercentFormatter
 
-    fig = _estimate_bars(results, "win_rate", 100.0, "win rate vs θ0", "Win rate vs θ0 (95% CI)",
+    fig = _estimate_bars(results, "win_rate", 100.0, "win rate vs θ0", f"Win rate vs θ0 ({_ci_kind(results)})",
                          "prompts", (0, 100), 50.0)
     if fig is not None:
         fig.axes[0].yaxis.set_major_formatter(PercentFormatter(100))
@@ -176,7 +186,7 @@ def _winrate(results: dict[str, Any]):
 
 
 def _score(results: dict[str, Any]):
-    return _estimate_bars(results, "score", 1.0, "average score (1–10)", "Average score (95% CI)",
+    return _estimate_bars(results, "score", 1.0, "average score (1–10)", f"Average score ({_ci_kind(results)})",
                           "questions", (0, 10.5), None)
 
 

@@ -109,6 +109,9 @@ class StudyRecord:
     judge: JudgeRecord | None = None
     stage_uses: list[StageUse] = field(default_factory=list)
     wall_seconds: float | None = None
+    #: The row of the policy every arm starts its own rounds from when the first rounds are
+    #: shared (``creator.first_iteration`` > 1): "theta1" after one shared DPO round.
+    start_arm: str | None = None
 
     @classmethod
     def from_json(cls, raw: str | dict[str, Any] | None) -> StudyRecord:
@@ -122,6 +125,7 @@ class StudyRecord:
             judge=JudgeRecord.from_dict(d["judge"]) if d.get("judge") else None,
             stage_uses=[StageUse(**_known(StageUse, u)) for u in d.get("stage_uses", [])],
             wall_seconds=d.get("wall_seconds"),
+            start_arm=d.get("start_arm"),
         )
 
     def to_json(self) -> str:
@@ -131,6 +135,8 @@ class StudyRecord:
             d["judge"] = asdict(self.judge)
         d["stage_uses"] = [asdict(u) for u in self.stage_uses]
         d["wall_seconds"] = self.wall_seconds
+        if self.start_arm is not None:
+            d["start_arm"] = self.start_arm
         return json.dumps(d, default=str)
 
     def label_of(self, entry: SeedRecord) -> str:

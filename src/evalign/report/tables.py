@@ -31,6 +31,15 @@ def diff(e: dict[str, float] | None, scale: float = 100.0, unit: str = "", resol
     return f"{v:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]{mark}"
 
 
+def spread(r: dict[str, Any]) -> str:
+    """The between-seed SD of a row's win rate vs θ0 and of its Δ vs the default (pp), for
+    two or more seeds."""
+    sp = r.get("seed_spread") or {}
+    parts = [f"{label} {100 * sp[k]['sd']:.1f}" for k, label in (("win_rate", "win"), ("diff_win_rate_vs_default", "Δ"))
+             if sp.get(k)]
+    return "; ".join(parts) or "—"
+
+
 def _n(e: dict[str, float] | None) -> str:
     return str(int(e["n"])) if e else "—"
 
@@ -53,6 +62,7 @@ COLUMNS = [
     ("Δ win rate vs eva (pp)", lambda r: diff(r.get("diff_win_rate_vs_default"),
                                                resolvable=r.get("detectable_effect"))),
     ("Δ score vs eva", lambda r: diff(r.get("diff_score_vs_default"), 1.0)),
+    ("between-seed SD (pp)", spread),
     ("train pairs", lambda r: _opt(r.get("train_pairs"))),
     ("answer length (chars)", lambda r: _opt(r.get("mean_answer_chars"))),
     ("info of sampled", lambda r: _opt(r.get("mean_info_sampled"), "{:.2f}")),
@@ -72,10 +82,13 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Win rates: the judge compares each answer with θ0's (or the no-creator arm's) answer in both orders; "
         "ties and split verdicts count half. θ0's own win rate is against θ0 resampled with another seed "
-        "(the noise floor). Scores: 1–10 single-answer grading of every turn. Intervals: 95% bootstrap over "
-        "prompts (questions for scores). Δ columns: paired bootstrap against the eva default arm; "
-        "* marks an interval that excludes 0.",
+        "(the noise floor). Scores: 1–10 single-answer grading of every turn. Intervals: 95% bootstrap. "
+        "Δ columns: paired bootstrap against the eva default arm; * marks an interval that excludes 0.",
     ]
+    start = results.get("start_arm")
+    if start and any(r["arm"] == start for r in rows):
+        notes += ["", start_note(start)]
+    notes += ["", interval_note(results)]
     methods = sorted({r["lc_method"] for r in rows if r.get("lc_method")})
     if methods:
         notes += ["", "LC win rate: " + "; ".join(methods) + "."]
@@ -88,6 +101,29 @@ def markdown(results: dict[str, Any]) -> str:
     if jv:
         notes += ["", judge_block(jv)]
     return "\n".join([head, sep, *body, *notes]) + "\n"
+
+
+ONE_SEED_NOTE = ("One seed: the bootstrap resamples the evaluation prompts (questions for scores; Δ paired "
+                 "prompt by prompt), so intervals cover the evaluation prompts only: creator sampling, evolution, "
+                 "response sampling and the DPO seed are not resampled; a * says two checkpoints differ, not "
+                 "that their recipes do. ablation.seeds ≥ 2 (--seeds) gives intervals that include them.")
+
+
+def interval_note(results: dict[str, Any]) -> str:
+    """What the table's intervals cover: prompts only (one seed), or seeds then prompts."""
+    n = (results.get("intervals") or {}).get("n_seeds", 1)
+    if n < 2:
+        return ONE_SEED_NOTE
+    return (f"With {n} seeds, intervals are two-level: seeds, then prompts (questions for scores) within each "
+            "seed; Δ pairs seed s of an arm with seed s of eva, prompt by prompt, so a * holds across what the "
+            "seeds vary (creator sampling, evolution, response sampling, the DPO seed). Between-seed SD: the "
+            "standard deviation of the per-seed win rates vs θ0 and of the per-seed Δ win rates vs eva. θ0, untrained, has one row and no seeds to resample.")
+
+
+def start_note(start: str) -> str:
+    return (f"{start}: the policy after the DPO round on the original prompts that every arm shares "
+            "(the paper's θ1, computed once); each arm's own round starts from it, so an arm's gain over "
+            f"{start} is that round's. Its win rate is against θ0 only.")
 
 
 ARENA_HARD_NOTE = ("Arena-Hard score: Arena-Hard-Auto v0.1's score of the same verdicts against θ0 (each order one "
@@ -151,7 +187,10 @@ def csv_text(results: dict[str, Any]) -> str:
            "diff_win_rate_vs_default", "diff_score_vs_default"]
     scalars = ["train_pairs", "mean_answer_chars", "mean_info_sampled", "evolved", "kept", "compute_seconds",
                "creator_calls", "reward_calls", "judge_calls", "parse_failures"]
-    header = fields + [f"{e}_{k}" for e in est for k in ("value", "ci_low", "ci_high", "n")] + scalars + ["filtered"]
+    spreads = ["win_rate", "score", "diff_win_rate_vs_default"]
+    levels = "+".join((results.get("intervals") or {}).get("levels") or ["prompts"])
+    header = (fields + [f"{e}_{k}" for e in est for k in ("value", "ci_low", "ci_high", "n")] + scalars
+              + [f"seed_sd_{k}" for k in spreads] + ["interval_levels", "filtered"])
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
@@ -161,6 +200,9 @@ def csv_text(results: dict[str, Any]) -> str:
             v = r.get(e) or {}
             line += [v.get(k) for k in ("value", "ci_low", "ci_high", "n")]
         line += [r.get(s) for s in scalars]
+        sp = r.get("seed_spread") or {}
+        line += [(sp.get(k) or {}).get("sd") for k in spreads]
+        line.append(levels)
         line.append(";".join(f"{k}={v}" for k, v in sorted(r.get("filtered", {}).items())))
         w.writerow(line)
     return buf.getvalue()

@@ -58,6 +58,9 @@ class ArmState:
     checkpoints: list[str] = field(default_factory=list)
     train_pairs: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
+    #: (policy id, weights path) at the end of each iteration, in order: the study reads the
+    #: policy that shared first rounds ended with (θ1 before ``creator.first_iteration``: 2).
+    after_iteration: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _calls_of(outputs: dict[str, Any]) -> int:
@@ -230,6 +233,7 @@ class Runner:
             summary["train_pairs"] = pairs_out["n"]
             self.train_step(cfg, arm, it, state, pairs_out["_key"], pairs_out["content"])
             state.summary[f"iteration_{it}"] = summary
+            state.after_iteration.append((state.policy_id, state.policy_path))
             pool_ids = chunks[it] if chunks and it < len(chunks) else next_ids
         self.pool.release_policy()
         return state

@@ -6,6 +6,12 @@ arm names, the arms share what is equal: the seed pool, the θ0 samples and thei
 (every arm), the informativeness and the sampled prompts (arms that differ only in the
 operator), the evaluation answers of θ0 and every judgment already made.
 
+With ``creator.first_iteration: 2`` (the paper's protocol, the ``cpu`` and ``paper`` presets)
+iteration 1 of every arm is the same DPO round on the original prompts, θ0 → θ1: its stage
+keys are equal across arms, so it is computed once and reused, and every arm's own round
+(eva's creator, or the no-creator arm's second plain DPO round) starts from that θ1, which
+gets its own row in the report (``start_arm``).
+
 ``evalign run`` is a study with one arm: the config itself.
 """
 
@@ -14,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from evalign.config import ArmSpec, Config, apply_overrides, validate
@@ -66,6 +73,59 @@ def resolve_arms(cfg: Config, only: Sequence[str] | None = None) -> list[ArmSpec
     return arms
 
 
+def shared_start(cfg: Config) -> tuple[str, int] | None:
+    """(row name, rounds) of the policy the arms share before their own rounds: θ1 after one
+    creator-off round when ``creator.first_iteration`` is 2; None when no round is shared
+    (the creator starts at once, or never within ``run.iterations``)."""
+    rounds = cfg.creator.first_iteration - 1
+    if rounds < 1 or cfg.run.iterations <= rounds:
+        return None
+    return f"theta{rounds}", rounds
+
+
+@dataclass
+class _Start:
+    """Where an arm's first ``rounds`` iterations left it: the shared start if they were shared."""
+
+    policy_id: str
+    checkpoint: str
+    checkpoints: list[str]
+    summary: dict[str, dict[str, Any]]
+
+
+def _start_of(state, rounds: int) -> _Start | None:
+    if len(state.after_iteration) < rounds:
+        return None
+    policy_id, path = state.after_iteration[rounds - 1]
+    summary = {k: state.summary[k] for k in (f"iteration_{i}" for i in range(1, rounds + 1)) if k in state.summary}
+    return _Start(policy_id, path, [c for c in state.checkpoints if c in
+                                    {p for _, p in state.after_iteration[:rounds]}], summary)
+
+
+def _record_start(study: StudyRecord, name: str, rounds: int, seed_index: int,
+                  starts: dict[str, _Start], theta0_id: str) -> None:
+    """The shared start policy of one seed, from the default arm (else the first arm); an arm
+    whose first rounds ended elsewhere (its overrides change them) is named in a warning."""
+    ref_arm = study.default_arm if study.default_arm in starts else next(iter(starts))
+    ref = starts[ref_arm]
+    apart = sorted(a for a, st in starts.items() if st.policy_id != ref.policy_id)
+    if apart:
+        log.warning("arm(s) %s do not start from the shared θ%d of %s (their overrides change the first "
+                    "round(s)); their rows still compare with θ0 and the default arm", ", ".join(apart), rounds, ref_arm)
+    if ref.policy_id == theta0_id:
+        log.warning("the shared first round(s) trained nothing (too few pairs): θ%d is θ0, no row for it", rounds)
+        return
+    study.start_arm = name
+    desc = (f"θ{rounds}: θ0 after {rounds} shared DPO round(s) on the original prompts, "
+            "the start of every arm's own round")
+    entry = study.arms.setdefault(name, ArmRecord(desc))
+    entry.description = desc
+    entry.seeds[str(seed_index)] = SeedRecord(
+        policy_id=ref.policy_id, checkpoint=ref.checkpoint, checkpoints=ref.checkpoints,
+        train_pairs=sum(int(v.get("train_pairs") or 0) for v in ref.summary.values()), summary=ref.summary,
+        creator_enabled=False)
+
+
 def run_study(
     cfg: Config,
     *,
@@ -90,11 +150,16 @@ def run_study(
         study.single = single
         study.default_arm = DEFAULT_ARM if not single else arm_specs[0].name
         study.baseline_arm = BASELINE_ARM
+        start = shared_start(cfg)
         for seed_index in range(n_seeds):
+            starts: dict[str, _Start] = {}
             for arm in arm_specs:
                 acfg = arm_config(cfg, arm, seed_index)
                 t0 = time.perf_counter()
                 state = runner.run_arm(arm.name, acfg)
+                got = _start_of(state, start[1]) if start else None
+                if got is not None:
+                    starts[arm.name] = got
                 entry = study.arms.setdefault(arm.name, ArmRecord(arm.description, arm.set))
                 entry.seeds[str(seed_index)] = SeedRecord(
                     policy_id=state.policy_id, checkpoint=state.policy_path,
@@ -103,8 +168,11 @@ def run_study(
                     creator_enabled=acfg.creator.enabled, metric=acfg.creator.metric,
                     operator=acfg.creator.operator,
                 )
+            if start and starts:
+                _record_start(study, *start, seed_index, starts, spec_model_id(cfg.policy))
         if s.evaluator is not None:
-            _evaluate(s, runner, study, [a.name for a in arm_specs], n_seeds)
+            evaluated = ([study.start_arm] if study.start_arm in study.arms else []) + [a.name for a in arm_specs]
+            _evaluate(s, runner, study, evaluated, n_seeds)
         study.stage_uses = study.stage_uses + list(runner.uses)
         with s.store.transaction():
             s.store.note_wall()
@@ -164,11 +232,13 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
         baseline_arm = study.arms.get(BASELINE_ARM)
         baseline = baseline_arm.seeds.get(str(seed_index)) if baseline_arm else None
         for name in arm_names:
-            entry = study.arms[name].seeds[str(seed_index)]
+            entry = study.arms[name].seeds.get(str(seed_index))
+            if entry is None:  # θ1 of a seed whose shared round trained nothing: that seed has no row
+                continue
             policy = (entry.policy_id, checkpoint(entry), 0)
             add_winrate(entry, "win_rate_vs_theta0", policy, theta0)
             add_score(entry, policy)
-            if baseline is not None and name != BASELINE_ARM:
+            if baseline is not None and name not in (BASELINE_ARM, study.start_arm):
                 add_winrate(entry, "win_rate_vs_baseline", policy,
                             (baseline.policy_id, checkpoint(baseline), 0))
 
