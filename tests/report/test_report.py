@@ -385,3 +385,22 @@ def test_lineage_heading_labels_evol_quality_as_an_adaptation():
     section = html._lineage_section({"lineage": {"evol_quality": [chain], "evol_instruct": [chain]}})
     assert "<h3>Operator: evol_quality (prompt-side adaptation)</h3>" in section
     assert "<h3>Operator: evol_instruct</h3>" in section
+
+
+def test_the_block_says_why_win_rates_are_pairwise_from_the_shipped_grades_check():
+    """The built-in judge's shipped checks, pairwise and pointwise, on the same 96 subtle pairs:
+    the block sets the grades' accuracy beside the verdict's and says which separates better."""
+    from evalign.report import collect
+
+    judge = "llamacpp:qwen2.5-coder-1.5b-instruct@cc324af070c2"
+    outcomes = {"eva": {"win": [0.5, 0.6, 0.4, 0.55]}, "arm": {"win": [0.6, 0.5, 0.5, 0.45]}}
+    study = {"judge": {"judge_id": judge, "mode": "logprobs", "pair_version": "d621446cbefd", "n_winrate": 4,
+                       "grade_version": "f5495ea0d61a"}}
+    jv = collect._judge_validity(study, outcomes, "eva")
+    assert jv["grades_accuracy"]["n"] == 96 and jv["grades_accuracy"]["value"] < jv["accuracy"]["value"]
+    block = tables.judge_block(jv)
+    assert ("Win rates use the pairwise verdict: the same judge's per-answer grades rank the better answer of the "
+            "same pairs higher on 52.1 [42.2, 61.8]% (n=96) against 56.2 [46.3, 65.7]%, so the pairwise verdict "
+            "separates them better.") in block
+    del study["judge"]["grade_version"]  # a study recorded before the grades' version: no comparison
+    assert "Win rates use" not in tables.judge_block(collect._judge_validity(study, outcomes, "eva"))

@@ -291,6 +291,10 @@ def _judge_validity(study: StudyRecord | dict[str, Any], outcomes: dict[str, dic
     on_soft_scale = judge.mode == "logprobs" and bool(soft)
     signal_acc = soft["value"] if on_soft_scale else acc["value"]
     gross = (measured.get("by_difficulty") or {}).get("gross")
+    graded = find_validity(stored, judge.judge_id, "pointwise", judge.mode, judge.grade_version) \
+        if judge.grade_version else None
+    if graded:  # the same pairs told apart by per-answer grades instead of the pairwise verdict
+        out["grades_accuracy"] = _resembling(graded[0])["accuracy"]
     out.update({
         "resembling": like["label"], "accuracy": acc, "soft_accuracy": soft,
         "overall_accuracy": measured["accuracy"], "gross_accuracy": _group_estimate(gross) if gross else None,

@@ -94,6 +94,8 @@ class JudgeRecord:
     #: The training reward model: when it is the judge, the evaluation measures the training objective.
     reward_id: str | None = None
     reward_kind: str | None = None
+    #: The judge's grading template version, to find its pointwise judge-check beside the pairwise one.
+    grade_version: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JudgeRecord:
@@ -132,7 +134,7 @@ class StudyRecord:
         d: dict[str, Any] = {"arms": {k: a.to_dict() for k, a in self.arms.items()}, "single": self.single,
                              "default_arm": self.default_arm, "baseline_arm": self.baseline_arm}
         if self.judge is not None:
-            d["judge"] = asdict(self.judge)
+            d["judge"] = {k: v for k, v in asdict(self.judge).items() if not (k == "grade_version" and v is None)}
         d["stage_uses"] = [asdict(u) for u in self.stage_uses]
         d["wall_seconds"] = self.wall_seconds
         if self.start_arm is not None:

@@ -162,6 +162,7 @@ def judge_block(jv: dict[str, Any]) -> str:
         + f". Minimum detectable win-rate difference at n={jv.get('n')} prompts (80% power, α=0.05), from that "
         f"accuracy: {mde_s} ({jv.get('method')}, sd={jv.get('sd_paired', 0):.2f}). "
         "Arm differences smaller than that are marked not resolved. "
+        + _basis(jv, acc)
         + (f"Sanity check: on gross pairs (a competent answer against a broken, off-topic or refusing one) "
            f"{pct(gross)}% (n={_n(gross)}); all {jv.get('labeled_n')} pairs {pct(jv.get('overall_accuracy'))}%. "
            if gross else "")
@@ -171,6 +172,19 @@ def judge_block(jv: dict[str, Any]) -> str:
            if flip else "")
         + "."
     )
+
+
+def _basis(jv: dict[str, Any], pairwise: dict[str, Any]) -> str:
+    """Why the win rate is the pairwise verdict: beside it, how often the same judge's per-answer
+    grades put the better answer of the same pairs higher (measured by ``judge-check --kind pointwise``)."""
+    graded = jv.get("grades_accuracy")
+    if not graded:
+        return ""
+    better = ("the pairwise verdict separates them better" if pairwise["value"] > graded["value"] else
+              "per-answer grades separate them at least as well; the win rate stays pairwise, as the "
+              "field's win rates are")
+    return (f"Win rates use the pairwise verdict: the same judge's per-answer grades rank the better answer of "
+            f"the same pairs higher on {pct(graded)}% (n={_n(graded)}) against {pct(pairwise)}%, so {better}. ")
 
 
 def _validity_origin(jv: dict[str, Any]) -> str:

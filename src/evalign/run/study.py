@@ -210,7 +210,8 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
     say("[bold]evaluation[/bold]")
     study.judge = JudgeRecord(judge_id, ev.judge.mode, ev.judge.pair_version, ev.judge.variant,
                               len(ev.prompts), len(ev.questions),
-                              spec_model_id(cfg.solver.reward.model), cfg.solver.reward.kind)
+                              spec_model_id(cfg.solver.reward.model), cfg.solver.reward.kind,
+                              ev.judge.grade_version)
     theta = study.arms.setdefault(THETA0, ArmRecord("starting policy θ0 (no training)"))
     theta_entry = theta.seeds.setdefault("0", SeedRecord(theta0_id, cfg.policy.model))
 
