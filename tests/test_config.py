@@ -260,7 +260,9 @@ def test_the_sppo_loss_takes_the_recipes_defaults_where_the_config_leaves_them_u
     q = load_config(preset="quickstart").solver.train
     assert cfg.solver.train.loss == "sppo"
     assert (cfg.solver.train.beta, cfg.solver.train.learning_rate) == (q.beta, q.learning_rate)
-    assert cfg.solver.train.optimizer == "rmsprop"
+    assert cfg.solver.train.optimizer == "adamw"  # RMSprop only with the recipe's learning rate
+    assert TrainConfig(loss="sppo", learning_rate=1e-6).optimizer == "adamw"
+    assert TrainConfig(loss="sppo", learning_rate=1e-6, optimizer="rmsprop").optimizer == "rmsprop"
     again = Config.model_validate(__import__("yaml").safe_load(cfg.to_yaml()))
     assert again == cfg
     # win probabilities from a pairwise judge: the reward's judge, so a classifier reward cannot give them

@@ -14,9 +14,9 @@ from .test_loop import tiny_config
 def test_an_sppo_run_stores_win_probabilities_with_the_pairs_trains_on_them_and_evaluates(tmp_path, tiny_model_dir):
     data = tiny_config(tmp_path, tiny_model_dir).to_dict()
     train = data["solver"]["train"]
-    for name in ("optimizer", "lr_scheduler", "sppo_win_prob", "sppo_temperature"):
-        train.pop(name)  # left unset: the SPPO recipe's optimizer and schedule apply
-    train["loss"] = "sppo"
+    for name in ("lr_scheduler", "sppo_win_prob", "sppo_temperature"):
+        train.pop(name)  # left unset: the SPPO recipe's schedule applies
+    train.update(loss="sppo", optimizer="rmsprop")  # the recipe's optimizer, named: the rate is the test's own
     cfg = validate(data)
     assert (cfg.solver.train.optimizer, cfg.solver.train.lr_scheduler) == ("rmsprop", "linear")
     result = run_study(cfg, arms=[ArmSpec(name="eva")], single=True)

@@ -105,9 +105,9 @@ def test_one_optimizer_step_lowers_the_sppo_loss_on_its_batch(tiny_model_dir, tm
 def test_sppo_trains_through_train_preference_with_its_recipe_optimizer(tiny_model_dir, tmp_path):
     from evalign.solver.train import train_preference
 
-    cfg = TrainConfig(loss="sppo", beta=0.1, learning_rate=2e-3, epochs=3, batch_size=4,
+    cfg = TrainConfig(loss="sppo", beta=0.1, learning_rate=2e-3, optimizer="rmsprop", epochs=3, batch_size=4,
                       gradient_accumulation_steps=1, max_length=128, warmup_ratio=0.0, min_pairs=1, dtype="float32")
-    assert (cfg.optimizer, cfg.lr_scheduler) == ("rmsprop", "linear")  # the SPPO recipe's, left unset here
+    assert (cfg.optimizer, cfg.lr_scheduler) == ("rmsprop", "linear")  # the recipe's optimizer; its schedule, unset
     result = train_preference(str(tiny_model_dir), PAIRS, cfg, tmp_path / "ckpt", seed=0, quiet=True)
     assert result.steps == 6 and not result.skipped
     assert result.losses[-1] < result.losses[0]
