@@ -37,6 +37,14 @@ STANDALONE_RULE = (
 )
 _REPLY = "Reply with the new prompt only: no title, no explanation, no answer to it."
 
+#: The rules both rewriting meta-prompts (in-depth and EvolQuality's) end with.
+_REWRITE_RULES = f"""Rules:
+{HUMAN_RULE}
+{KEEP_RULE}
+{SHORT_RULE}
+{STANDALONE_RULE}
+{_REPLY}"""
+
 #: Evol-Instruct's in-depth meta-prompt: make the prompt more complex by one method.
 REWRITE = f"""You are rewriting prompts that will be used to train an AI assistant.
 
@@ -44,12 +52,7 @@ REWRITE = f"""You are rewriting prompts that will be used to train an AI assista
 
 Task: rewrite the prompt into a more complex version, so that even well-known AI systems find it a bit harder to handle. Method: {{task}}
 
-Rules:
-{HUMAN_RULE}
-{KEEP_RULE}
-{SHORT_RULE}
-{STANDALONE_RULE}
-{_REPLY}"""
+{_REWRITE_RULES}"""
 
 #: Evol-Instruct's in-breadth meta-prompt: a new prompt inspired by the given one.
 CREATE = f"""You are creating prompts that will be used to train an AI assistant.
@@ -71,12 +74,7 @@ QUALITY_REWRITE = f"""You are rewriting prompts that will be used to train an AI
 
 Task: rewrite the prompt so that it asks for a higher-quality answer. Method: {{task}}
 
-Rules:
-{HUMAN_RULE}
-{KEEP_RULE}
-{SHORT_RULE}
-{STANDALONE_RULE}
-{_REPLY}"""
+{_REWRITE_RULES}"""
 
 #: Evol-Instruct's in-depth methods (the four EvolComplexity keeps); the conditionals are the
 #: originals': a method applies where the prompt allows it.
