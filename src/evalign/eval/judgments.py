@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from evalign.eval.formats import MTQuestion, QuestionId
 from evalign.eval.score import grade_items
-from evalign.eval.winrate import pair_items
 from evalign.judge.judge import Judge
-from evalign.judge.verdicts import Verdict
+from evalign.judge.verdicts import Verdict, pair_items
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from evalign.judge.judge import Judge
-from evalign.judge.verdicts import PairItem
+from evalign.judge.verdicts import pair_items
 from evalign.eval import alpaca, stats
 from evalign.eval.arena_hard import arena_hard_score, arena_label
 
@@ -52,16 +52,6 @@ class WinRate:
                 "lengths_model": self.lengths_model, "lengths_baseline": self.lengths_baseline,
                 "lc_method": self.lc_method,
                 "arena_hard": stats.as_dict(self.arena_hard), "labels": [list(pair) for pair in self.labels]}
-
-
-def pair_items(questions: Sequence[str], model_answers: Sequence[str], baseline_answers: Sequence[str],
-               references: Sequence[str | None] | None = None) -> list[PairItem]:
-    """Both orders per prompt: model first, then baseline first."""
-    refs = references or [None] * len(questions)
-    items = []
-    for q, m, b, r in zip(questions, model_answers, baseline_answers, refs):
-        items += [PairItem(q, m, b, r), PairItem(q, b, m, r)]
-    return items
 
 
 def judge_win_rate(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -21,6 +22,17 @@ class PairItem:
     reference: str | None = None
     #: Question category (writing, math, coding ...); only the rubric-based variants read it.
     category: str | None = None
+
+
+def pair_items(questions: Sequence[str], model_answers: Sequence[str], baseline_answers: Sequence[str],
+               references: Sequence[str | None] | None = None) -> list[PairItem]:
+    """Both orders per prompt: model first, then baseline first (how the win rate, its exports
+    and the study's judging ask the judge)."""
+    refs = references or [None] * len(questions)
+    items = []
+    for q, m, b, r in zip(questions, model_answers, baseline_answers, refs):
+        items += [PairItem(q, m, b, r), PairItem(q, b, m, r)]
+    return items
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,9 @@ def _arena_hard(metrics: list[dict[str, Any]]) -> dict | None:
     battles pooled (Arena-Hard has no notion of seeds). None for results stored without labels."""
     if len(metrics) == 1:
         return metrics[0].get("arena_hard")
-    labels = [tuple(pair) for m in metrics for pair in (m.get("labels") or [])]
     if not metrics or not all(m.get("labels") for m in metrics):
         return None
-    return stats.as_dict(arena_hard_score(labels))
+    return stats.as_dict(arena_hard_score([tuple(pair) for m in metrics for pair in m["labels"]]))
 
 
 def _question_means(scores: list[list[float | None]], turn: int | None = None) -> list[float | None]:

@@ -186,7 +186,7 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
     """Win rates and scores of every arm, judged in one batch so the judge's KV cache is
     reused across arms (θ0's answer opens half of all pairwise prompts for a question)."""
     from evalign.eval.score import grade_items
-    from evalign.eval.winrate import pair_items
+    from evalign.judge.verdicts import pair_items
 
     ev = s.evaluator
     assert ev is not None
