@@ -251,6 +251,40 @@ class TrainConfig(Section):
 
 
 
+class OnlineConfig(Section):
+    """Online eva (solver.mode: online): the policy learns from its own rollouts with TRL's
+    RLOOTrainer or GRPOTrainer, one phase per iteration, on a prompt buffer the creator evolves
+    between phases (solver/online.py). Rollouts per prompt are solver.num_samples, decoded with
+    solver.sampling; rewards come from solver.reward; dtype, LoRA and activation checkpointing
+    from solver.train."""
+
+    algorithm: Literal["rloo", "grpo"] = Field(
+        "rloo", description="rloo: REINFORCE leave-one-out (TRL RLOOTrainer; the paper's online eva); "
+        "grpo: group-normalised advantages with a clipped ratio (TRL GRPOTrainer).",
+    )
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate (TRL's RLOO/GRPO default 1e-6).")
+    beta: float = Field(
+        0.05, ge=0, description="KL coefficient against the phase's starting policy (TRL RLOO default 0.05; "
+        "0 loads no reference model).",
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the buffer per phase (every prompt is rolled out once "
+                                                   "per pass).")
+    prompts_per_step: int = Field(
+        4, ge=1, description="Prompts per optimizer step (each with num_samples rollouts): TRL's "
+        "per_device_train_batch_size is prompts_per_step x num_samples.",
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warmup (TRL's default linear).")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of a phase's steps spent warming up.")
+    use_vllm: bool = Field(
+        False, description="GPU: roll out with TRL's colocated vLLM engine (vllm_mode colocate) instead of "
+        "transformers' generate; needs the gpu extra. Not run on this project's CPU machines.",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="Share of the GPU the colocated vLLM engine takes (with use_vllm).")
+
+
 class SolverConfig(Section):
     """The solver: k responses per prompt, their rewards, pairs, and training."""
 
@@ -268,6 +302,18 @@ class SolverConfig(Section):
     )
     reward: RewardConfig = Field(default_factory=RewardConfig, description="How responses are scored.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Preference training.")
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: best-vs-worst pairs and preference training (solver.train; the paper's "
+        "DPO/SPPO eva); online: RLOO/GRPO on the policy's own rollouts (solver.online).",
+    )
+    online: OnlineConfig = Field(default_factory=OnlineConfig, description="Online eva (with mode: online).")
+
+    @model_validator(mode="after")
+    def _online_needs_two_rollouts(self) -> SolverConfig:
+        if self.mode == "online" and self.num_samples < 2:
+            raise ValueError("mode online needs num_samples >= 2: RLOO and GRPO compare each rollout with the "
+                             "prompt's other rollouts")
+        return self
 
     @model_validator(mode="after")
     def _pairwise_win_prob_needs_a_judge(self) -> SolverConfig:

@@ -179,7 +179,8 @@ def collect(store: RunStore) -> dict[str, Any]:
             },
             "per_category": _mean_dicts([m.get("per_category", {}) for m in sc]),
             "parse_failures": sum(m.get("parse_failures", 0) for m in wr + wb + sc),
-            "train_pairs": _mean([s.train_pairs for s in seeds.values()]),
+            "train_pairs": _mean([s.train_pairs for s in seeds.values() if not s.solver]),
+            "solver": ", ".join(sorted({s.solver for s in seeds.values() if s.solver})) or None,
             "mean_answer_chars": _mean([s.mean_answer_chars for s in seeds.values()]),
             "mean_info_sampled": _mean(infos),
             "evolved": sum(v.get("evolved", 0) for v in its),
@@ -188,7 +189,7 @@ def collect(store: RunStore) -> dict[str, Any]:
             "compute_seconds": sum(u.original_seconds for u in arm_uses),
             "seconds_now": sum(u.seconds for u in arm_uses),
             "creator_calls": sum(u.calls for u in arm_uses if u.name == "evolve"),
-            "reward_calls": sum(u.calls for u in arm_uses if u.name.startswith("reward")),
+            "reward_calls": sum(u.calls for u in arm_uses if u.name.startswith("reward") or u.name == "online"),
             "checkpoints": [s.checkpoint_in(store) for s in seeds.values()],
             "creator_enabled": any(s.creator_enabled for s in seeds.values()),
         })

@@ -43,6 +43,7 @@ class SeedRecord:
     creator_enabled: bool | None = None
     metric: str | None = None
     operator: str | None = None
+    solver: str | None = None  # "online:rloo" / "online:grpo" for online eva; None: offline (pairs + preference loss)
     eval: dict[str, str] | None = None  # metric name -> the stage key its metric row is stored under
     mean_answer_chars: float | None = None
 

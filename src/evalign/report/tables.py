@@ -85,9 +85,12 @@ def markdown(results: dict[str, Any]) -> str:
         "(the noise floor). Scores: 1–10 single-answer grading of every turn. Intervals: 95% bootstrap. "
         "Δ columns: paired bootstrap against the eva default arm; * marks an interval that excludes 0.",
     ]
+    online = solver_note(rows)
+    if online:
+        notes += ["", online]
     start = results.get("start_arm")
     if start and any(r["arm"] == start for r in rows):
-        notes += ["", start_note(start)]
+        notes += ["", start_note(start, online=bool(online))]
     notes += ["", interval_note(results)]
     methods = sorted({r["lc_method"] for r in rows if r.get("lc_method")})
     if methods:
@@ -120,7 +123,27 @@ def interval_note(results: dict[str, Any]) -> str:
             "standard deviation of the per-seed win rates vs θ0 and of the per-seed Δ win rates vs eva. θ0, untrained, has one row and no seeds to resample.")
 
 
-def start_note(start: str) -> str:
+ONLINE_NAMES = {"online:rloo": "RLOO (TRL RLOOTrainer)", "online:grpo": "GRPO (TRL GRPOTrainer)"}
+
+
+def solver_note(rows: list[dict[str, Any]]) -> str:
+    """The solver mode, when any arm learned online: what its rows mean and what does not apply."""
+    modes = sorted({m.strip() for r in rows if r.get("solver") for m in r["solver"].split(",")})
+    if not modes:
+        return ""
+    offline = [r["arm"] for r in rows if not r.get("solver") and r["arm"] != "theta0"]
+    return ("Solver: online eva with " + " and ".join(ONLINE_NAMES.get(m, m) for m in modes)
+            + ": each arm's policy learns from its own rollouts (k per prompt, scored by the reward model) on a "
+            "buffer of original and evolved prompts; the creator's informativeness comes from the last phase's "
+            "rollouts (before the first phase, from the policy's k samples); train pairs do not apply (—)."
+            + (f" Offline arms (pairs + preference loss): {', '.join(offline)}." if offline else ""))
+
+
+def start_note(start: str, online: bool = False) -> str:
+    if online:
+        return (f"{start}: the policy after the online phase on the original prompts that every arm shares "
+                "(the paper's θ1, computed once); each arm's own phase starts from it. Its win rate is against θ0 "
+                "only.")
     return (f"{start}: the policy after the DPO round on the original prompts that every arm shares "
             "(the paper's θ1, computed once); each arm's own round starts from it, so an arm's gain over "
             f"{start} is that round's. Its win rate is against θ0 only.")
@@ -204,7 +227,7 @@ def csv_text(results: dict[str, Any]) -> str:
     spreads = ["win_rate", "score", "diff_win_rate_vs_default"]
     levels = "+".join((results.get("intervals") or {}).get("levels") or ["prompts"])
     header = (fields + [f"{e}_{k}" for e in est for k in ("value", "ci_low", "ci_high", "n")] + scalars
-              + [f"seed_sd_{k}" for k in spreads] + ["interval_levels", "filtered"])
+              + [f"seed_sd_{k}" for k in spreads] + ["interval_levels", "filtered", "solver"])
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
@@ -218,5 +241,6 @@ def csv_text(results: dict[str, Any]) -> str:
         line += [(sp.get(k) or {}).get("sd") for k in spreads]
         line.append(levels)
         line.append(";".join(f"{k}={v}" for k, v in sorted(r.get("filtered", {}).items())))
+        line.append(r.get("solver") or "offline")
         w.writerow(line)
     return buf.getvalue()

@@ -40,7 +40,8 @@ from evalign.progress import log_event, say
 from evalign.prompts import load_prompts
 from evalign.report.record import StageUse
 from evalign.judge.reward import RewardModel, build_reward_model
-from evalign.solver.pairs import Pair, build_pairs, mix_pairs
+from evalign.solver.online import Rollout, last_rewards, train_online
+from evalign.solver.pairs import Pair, build_pairs, mix, mix_pairs
 from evalign.solver.train import train_preference, weights_fingerprint, weights_problem
 from evalign.solver.win_prob import (estimate_key, estimator, judge_identity, judge_pairwise, judged,
                                      needs_judge_error)
@@ -194,6 +195,8 @@ class Runner:
     # ------------------------------------------------------------------ one arm
 
     def run_arm(self, arm: str, cfg: Config) -> ArmState:
+        if cfg.solver.mode == "online":
+            return self.run_online_arm(arm, cfg)
         path, pid = self.base_policy(cfg)
         state = ArmState(arm, path, pid)
         seed_ids = self.seed_pool()
@@ -238,6 +241,97 @@ class Runner:
         self.pool.release_policy()
         return state
 
+    def run_online_arm(self, arm: str, cfg: Config) -> ArmState:
+        """Online eva (solver.mode: online). Per iteration: the creator reads each pool prompt's
+        rewards (the last phase's rollouts; before the first phase, π0's k samples, the same
+        stages as the offline loop's, so arms of either mode share them), samples and evolves
+        as offline; the buffer mixes original and evolved prompts (solver.mix_*); an online
+        phase (RLOO or GRPO, solver/online.py) trains the policy on it. With the creator off
+        the buffer is the pool."""
+        path, pid = self.base_policy(cfg)
+        state = ArmState(arm, path, pid)
+        seed_ids = self.seed_pool()
+        T = cfg.run.iterations
+        chunks = _split(seed_ids, T) if cfg.prompts.schedule == "split" else None
+        pool_ids = chunks[0] if chunks else seed_ids
+        last_phase: tuple[str, list[Rollout]] | None = None  # (stage key, rollouts) of the last phase
+        for it in range(1, T + 1):
+            say(f"[bold]{arm}[/bold] iteration {it}/{T} ({cfg.solver.online.algorithm}): policy {state.policy_id}")
+            creator_on = cfg.creator.enabled and it >= cfg.creator.first_iteration
+            summary: dict[str, Any] = {"pool": len(pool_ids)}
+            buffer = pool_ids
+            if creator_on:
+                texts = [r["text"] for r in self.store.prompts(pool_ids)]
+                rewards = last_rewards(last_phase[1], pool_ids) if last_phase else []
+                if last_phase and all(rewards):
+                    reward_key = last_phase[0]
+                    summary["informativeness_from"] = "rollouts"
+                else:  # no rollouts of these prompts yet: the current policy's k samples
+                    _, rewards, reward_key = self.sample_and_score(cfg, arm, it, state, pool_ids, "pool")
+                    summary["informativeness_from"] = "samples"
+                kept, creator_summary = self.evolve_prompts(cfg, arm, it, pool_ids, texts, rewards, reward_key)
+                summary.update(creator_summary)
+                # as the offline pairs: a share of each, even when the creator's outputs were all filtered
+                buffer = mix(pool_ids, kept, cfg.solver.mix_original, cfg.solver.mix_evolved,
+                             derived_seed(cfg.run.seed, "mix", it)) or pool_ids
+            key, rollouts = self.online_step(cfg, arm, it, state, buffer, summary)
+            last_phase = (key, rollouts)
+            state.summary[f"iteration_{it}"] = summary
+            state.after_iteration.append((state.policy_id, state.policy_path))
+            if chunks:
+                pool_ids = chunks[it] if it < len(chunks) else pool_ids
+            elif cfg.prompts.schedule == "evolve" and creator_on:
+                pool_ids = buffer
+        self.pool.release_policy()
+        return state
+
+    def online_step(self, cfg: Config, arm: str, it: int, state: ArmState, buffer: list[int],
+                    summary: dict[str, Any]) -> tuple[str, list[Rollout]]:
+        """One online phase on ``buffer`` (stage ``online``): the policy after it becomes the
+        arm's, its rollouts are stored; returns the stage key and the rollouts. A killed phase
+        reruns from its start with the same seed (its rewards come from the store's cache)."""
+        oc = cfg.solver.online
+        rm = self.reward_model(cfg)
+        base_path = self._trainable_path(cfg, state)
+        by_id = {r["id"]: r["text"] for r in self.store.prompts(buffer)}
+        prompts = [(p, by_id[p]) for p in buffer]
+        tc = cfg.solver.train
+
+        def run(key: str) -> dict[str, Any]:
+            from evalign.progress import is_quiet
+
+            self.pool.release_policy()  # the reward model stays loaded: the phase scores its rollouts
+            out_dir = self.store.checkpoints_dir / key[:16]
+            result = train_online(base_path, prompts, lambda t, r: rm.score(t, r, self.store), oc, tc,
+                                  cfg.solver.sampling, cfg.solver.num_samples, out_dir,
+                                  seed=derived_seed(cfg.run.seed, "online", it), quiet=is_quiet())
+            self.store.put_rollouts(key, [r.__dict__ for r in result.rollouts])
+            out = result.as_dict()
+            if not result.skipped:
+                out["checkpoint"] = self.store.checkpoint_record(out_dir)
+                out["weights"] = weights_fingerprint(out_dir)
+            return out
+
+        inputs = {"policy": state.policy_id, "prompts": sha(json.dumps(prompts, ensure_ascii=False)),
+                  "online": oc.model_dump(mode="json"), "sampling": cfg.solver.sampling.model_dump(mode="json"),
+                  "k": cfg.solver.num_samples, "reward": rm.reward_id,
+                  "train": {k: tc.model_dump(mode="json")[k] for k in ("dtype", "lora", "gradient_checkpointing")},
+                  "seed": cfg.run.seed}
+        out = self.stage("online", arm, it, inputs, run, self._checkpoint_stale)
+        rollouts = [Rollout(r["prompt_id"], r["step"], r["sample_index"], r["text"], r["reward"])
+                    for r in self.store.rollouts(out["_key"])]
+        summary.update({"buffer": len(buffer), "online_steps": out["steps"], "rollouts": len(rollouts),
+                        "mean_reward": (out["mean_rewards"] or [None])[-1]})
+        if out.get("skipped"):
+            say(f"  online: skipped ({out.get('reason')})")
+            return out["_key"], rollouts
+        self._adopt(state, out)
+        rewards = out["mean_rewards"]
+        say(f"  {oc.algorithm}: {len(buffer)} prompts, {out['steps']} steps, {len(rollouts)} rollouts"
+            + (f", mean reward {rewards[0]:.2f} -> {rewards[-1]:.2f}" if rewards else "")
+            + f" -> {state.policy_path}")
+        return out["_key"], rollouts
+
     def _store_pairs(self, key: str, pairs: list[Pair]) -> dict[str, Any]:
         self.store.put_pairs(key, [p.as_row() for p in pairs])
         # Training is keyed by what it learns from, not by where the pairs came from: two arms
@@ -249,6 +343,25 @@ class Runner:
 
     def creator_step(self, cfg: Config, arm: str, it: int, state: ArmState, pool_ids: list[int], texts: list[str],
                      rewards: list[list[float]], reward_key: str) -> tuple[list[Pair], list[int], dict[str, Any]]:
+        """The creator's prompts (evolve_prompts), then the solver's samples, rewards and pairs on them."""
+        kept, summary = self.evolve_prompts(cfg, arm, it, pool_ids, texts, rewards, reward_key)
+        if not kept:
+            summary["reward_key"] = None
+            return [], pool_ids, summary
+        ev_texts = [r["text"] for r in self.store.prompts(kept)]
+        responses, rewards_e, reward_key_e = self.sample_and_score(cfg, arm, it, state, kept, "evolved")
+        pairs, ties = build_pairs(kept, ev_texts, responses, rewards_e, "evolved", estimator(cfg.solver.train))
+        if judged(cfg.solver.train):
+            pairs, summary["win_prob_key"] = self.judge_win_probs(cfg, arm, it, "evolved", pairs, kept,
+                                                                  ev_texts, responses, rewards_e, reward_key_e)
+        summary.update({"reward_key": reward_key_e, "evolved_pairs": len(pairs), "evolved_ties": ties})
+        return pairs, kept, summary
+
+    def evolve_prompts(self, cfg: Config, arm: str, it: int, pool_ids: list[int], texts: list[str],
+                       rewards: list[list[float]], reward_key: str) -> tuple[list[int], dict[str, Any]]:
+        """The creator's half of an iteration: informativeness of the pool's prompts from their
+        rewards (stage ``reward_key``), a sample of them, their evolutions, and the filter; the
+        ids of the evolved prompts kept, and a summary."""
         cc = cfg.creator
 
         def informativeness(key: str) -> dict[str, Any]:
@@ -324,17 +437,7 @@ class Runner:
                    "sample_fallback": sampled["fallback"]}
         say(f"  creator: sampled {summary['sampled']}, evolved {summary['evolved']}, kept {summary['kept']}"
             + (f", filtered {flt['filtered']}" if flt["filtered"] else ""))
-        if not flt["kept"]:
-            summary["reward_key"] = None
-            return [], pool_ids, summary
-        ev_texts = [r["text"] for r in self.store.prompts(flt["kept"])]
-        responses, rewards_e, reward_key_e = self.sample_and_score(cfg, arm, it, state, flt["kept"], "evolved")
-        pairs, ties = build_pairs(flt["kept"], ev_texts, responses, rewards_e, "evolved", estimator(cfg.solver.train))
-        if judged(cfg.solver.train):
-            pairs, summary["win_prob_key"] = self.judge_win_probs(cfg, arm, it, "evolved", pairs, flt["kept"],
-                                                                  ev_texts, responses, rewards_e, reward_key_e)
-        summary.update({"reward_key": reward_key_e, "evolved_pairs": len(pairs), "evolved_ties": ties})
-        return pairs, flt["kept"], summary
+        return list(flt["kept"]), summary
 
     def judge_win_probs(self, cfg: Config, arm: str, it: int, label: str, pairs: list[Pair], prompt_ids: list[int],
                         texts: list[str], responses: list[list[str]], rewards: list[list[float]],
@@ -391,30 +494,37 @@ class Runner:
                 out["weights"] = weights_fingerprint(out_dir)
             return out
 
-        def stale(done: dict[str, Any]) -> str | None:
-            if done.get("skipped"):
-                return None
-            path = self.store.checkpoint_path(done["checkpoint"])
-            why = weights_problem(path, done.get("weights"))
-            if why is not None and path.parent == self.store.checkpoints_dir and path.is_dir():
-                import shutil
-
-                shutil.rmtree(path)  # so neither training nor a finished launch job reuses it
-            return why
-
         out = self.stage("train", arm, it, {"policy": state.policy_id, "pairs": pairs_content,
-                                           "train": tc.key_dump(), "seed": cfg.run.seed}, train, stale)
+                                           "train": tc.key_dump(), "seed": cfg.run.seed}, train,
+                         self._checkpoint_stale)
         if out.get("skipped"):
             say(f"  train: skipped ({out.get('reason')})")
             return
+        self._adopt(state, out)
+        state.train_pairs += int(out["n_pairs"])
+        losses = out.get("losses") or []
+        say(f"  train: {out['n_pairs']} pairs, {out['steps']} steps"
+            + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "") + f" -> {state.policy_path}")
+
+    def _checkpoint_stale(self, done: dict[str, Any]) -> str | None:
+        """Why a finished training stage's checkpoint cannot be reused (None: it can); a damaged
+        one in the run's checkpoints is removed, so neither training nor a launch job reuses it."""
+        if done.get("skipped"):
+            return None
+        path = self.store.checkpoint_path(done["checkpoint"])
+        why = weights_problem(path, done.get("weights"))
+        if why is not None and path.parent == self.store.checkpoints_dir and path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        return why
+
+    def _adopt(self, state: ArmState, out: dict[str, Any]) -> None:
+        """The checkpoint a finished training stage (``out``) wrote becomes the arm's policy."""
         checkpoint = str(self.store.checkpoint_path(out["checkpoint"]))
         state.policy_path = checkpoint
         state.policy_id = f"ckpt:{out['_key'][:16]}"
         state.checkpoints.append(checkpoint)
-        state.train_pairs += int(out["n_pairs"])
-        losses = out.get("losses") or []
-        say(f"  train: {out['n_pairs']} pairs, {out['steps']} steps"
-            + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "") + f" -> {checkpoint}")
 
     def free_accelerator_memory(self) -> None:
         """Before training: drop the sampling policy, and on a GPU also the reward model and

@@ -102,8 +102,14 @@ def _start_of(state, rounds: int) -> _Start | None:
                                     {p for _, p in state.after_iteration[:rounds]}], summary)
 
 
+def solver_label(cfg: Config) -> str | None:
+    """How an arm's solver learns, for the record and the report: ``online:rloo`` /
+    ``online:grpo``, or None for the offline loop (pairs and a preference loss)."""
+    return f"online:{cfg.solver.online.algorithm}" if cfg.solver.mode == "online" else None
+
+
 def _record_start(study: StudyRecord, name: str, rounds: int, seed_index: int,
-                  starts: dict[str, _Start], theta0_id: str) -> None:
+                  starts: dict[str, _Start], theta0_id: str, solver: str | None = None) -> None:
     """The shared start policy of one seed, from the default arm (else the first arm); an arm
     whose first rounds ended elsewhere (its overrides change them) is named in a warning."""
     ref_arm = study.default_arm if study.default_arm in starts else next(iter(starts))
@@ -116,14 +122,15 @@ def _record_start(study: StudyRecord, name: str, rounds: int, seed_index: int,
         log.warning("the shared first round(s) trained nothing (too few pairs): θ%d is θ0, no row for it", rounds)
         return
     study.start_arm = name
-    desc = (f"θ{rounds}: θ0 after {rounds} shared DPO round(s) on the original prompts, "
+    how = f"online {solver.split(':')[1].upper()} phase(s)" if solver else "DPO round(s)"
+    desc = (f"θ{rounds}: θ0 after {rounds} shared {how} on the original prompts, "
             "the start of every arm's own round")
     entry = study.arms.setdefault(name, ArmRecord(desc))
     entry.description = desc
     entry.seeds[str(seed_index)] = SeedRecord(
         policy_id=ref.policy_id, checkpoint=ref.checkpoint, checkpoints=ref.checkpoints,
         train_pairs=sum(int(v.get("train_pairs") or 0) for v in ref.summary.values()), summary=ref.summary,
-        creator_enabled=False)
+        creator_enabled=False, solver=solver)
 
 
 def run_study(
@@ -167,9 +174,10 @@ def run_study(
                     summary=state.summary, seconds_now=time.perf_counter() - t0,
                     creator_enabled=acfg.creator.enabled, metric=acfg.creator.metric,
                     operator=acfg.creator.operator,
+                    solver=solver_label(acfg),
                 )
             if start and starts:
-                _record_start(study, *start, seed_index, starts, spec_model_id(cfg.policy))
+                _record_start(study, *start, seed_index, starts, spec_model_id(cfg.policy), solver_label(cfg))
         if s.evaluator is not None:
             evaluated = ([study.start_arm] if study.start_arm in study.arms else []) + [a.name for a in arm_specs]
             _evaluate(s, runner, study, evaluated, n_seeds)

@@ -16,8 +16,11 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from evalign.solver.win_prob import WinProbs
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,18 @@ def build_pairs(
 def mix_pairs(
     original: Sequence[Pair], evolved: Sequence[Pair], original_fraction: float, evolved_fraction: float, seed: int
 ) -> list[Pair]:
+    """The training mix: a seeded share of the original prompts' pairs and of the evolved ones'."""
+    return mix(original, evolved, original_fraction, evolved_fraction, seed)
+
+
+def mix(original: Sequence[T], evolved: Sequence[T], original_fraction: float, evolved_fraction: float,
+        seed: int) -> list[T]:
+    """round(fraction x n) of each list, drawn and then shuffled with ``seed``: the offline
+    loop's pairs, online eva's prompt buffer."""
     rng = random.Random(seed)
 
-    def keep(pairs: Sequence[Pair], fraction: float) -> list[Pair]:
-        pool = list(pairs)
+    def keep(items: Sequence[T], fraction: float) -> list[T]:
+        pool = list(items)
         rng.shuffle(pool)
         return pool[: int(round(len(pool) * fraction))]
 

@@ -362,6 +362,21 @@ class RunStore:
             (stage_key,),
         ).fetchall()
 
+    def put_rollouts(self, stage_key: str, rollouts: Sequence[dict[str, Any]]) -> None:
+        """An online phase's rollouts (prompt_id, step, index, text, reward), replacing any an
+        earlier attempt of the same stage wrote."""
+        with self.transaction():
+            self.db.execute("DELETE FROM rollouts WHERE stage_key=?", (stage_key,))
+            self.db.executemany(
+                "INSERT INTO rollouts(stage_key, prompt_id, step, sample_index, text, reward) VALUES (?,?,?,?,?,?)",
+                [(stage_key, r["prompt_id"], r["step"], r["index"], r["text"], r["reward"]) for r in rollouts],
+            )
+
+    def rollouts(self, stage_key: str) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT * FROM rollouts WHERE stage_key=? ORDER BY prompt_id, step, sample_index", (stage_key,)
+        ).fetchall()
+
     def put_metric(
         self, stage_key: str, arm: str | None, name: str, value: float | None,
         ci_low: float | None = None, ci_high: float | None = None, n: int | None = None,
@@ -424,6 +439,8 @@ class RunStore:
             "generations": "SELECT key, text FROM generations",
             "rewards": "SELECT key, round(score, 9) FROM rewards",
             "pairs": "SELECT stage_key, source, chosen, rejected FROM pairs",
+            "rollouts": "SELECT r.stage_key, p.uid, r.step, r.sample_index, r.text, round(r.reward, 9) FROM rollouts r "
+                        "JOIN prompts p ON p.id = r.prompt_id",
             "judgments": "SELECT key, round(coalesce(prob_a, score), 9), parse_failed FROM judgments",
             "metrics": "SELECT stage_key, name, round(value, 9), n FROM metrics",
             "stages": "SELECT key, name FROM stages WHERE status = 'done'",

@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS pairs (
     rejected_win_prob REAL,
     PRIMARY KEY (stage_key, prompt_id)
 );
+CREATE TABLE IF NOT EXISTS rollouts (  -- online eva: the completions a phase's policy sampled, and their rewards
+    stage_key TEXT NOT NULL,
+    prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+    step INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    reward REAL,
+    PRIMARY KEY (stage_key, prompt_id, step, sample_index)
+);
 CREATE TABLE IF NOT EXISTS judgments (
     key TEXT PRIMARY KEY,
     judge_id TEXT NOT NULL,
