@@ -6,7 +6,10 @@ One iteration of an arm::
              -> generate (evolved) -> reward (evolved) -> pairs -> train
 
 With the creator off (the baseline arm, or iterations before ``creator.first_iteration``)
-it is ``generate -> reward -> pairs -> train`` on the original prompts.
+it is ``generate -> reward -> pairs -> train`` on the original prompts. Online eva
+(``solver.mode: online``) keeps the creator's stages and trains in one ``online`` stage (RLOO or
+GRPO on the policy's own rollouts, solver/online.py) on a buffer of original and evolved
+prompts; the next creator reads that phase's rollout rewards.
 
 A stage's key hashes everything its outputs depend on (not the arm's name), so arms that
 ask for the same work share it, and a finished stage is never run again: rerunning the same
