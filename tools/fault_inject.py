@@ -13,6 +13,7 @@ rows, and every checkpoint complete.
     python tools/fault_inject.py --quick      # 3 kills, as the test suite runs it
     python tools/fault_inject.py --full       # the real built-in judge and creator (llama.cpp),
                                               # >= 20 kills (about an hour on 2 cores)
+    python tools/fault_inject.py --online     # online eva (RLOO phases): kills inside the phase too
 
 Besides the store, the report's work figures must match: every stage use (computed or reused,
 and its model calls) and each arm's creator, reward and judge calls. Wall time cannot match; it
@@ -82,6 +83,18 @@ FULL_CONFIG = CONFIG.replace("limit: 6", "limit: 4").replace(
 ).replace("num_samples: 3", "num_samples: 2").replace("winrate_limit: 4", "winrate_limit: 3").replace(
     "mt_limit: 2", "mt_limit: 1")
 
+# Online eva (solver.mode: online): the same study with RLOO phases instead of pairs and DPO.
+ONLINE_CONFIG = CONFIG.replace("solver:\n  num_samples: 3", "solver:\n  mode: online\n"
+                               "  online: {{learning_rate: 1.0e-3, prompts_per_step: 2}}\n  num_samples: 3")
+# Each plan kills successive processes of one run at these points (a point's count is per
+# process): the later points fall inside the online phase, whose rewards are committed per batch.
+ONLINE_PLANS = [
+    ["stage:reward_pool:begin", "stage:online:begin", "commit:judgments:2", "checkpoint:written",
+     "stage:eval_score:begin"],
+    ["commit:judgments:1", "stage:evolve:end", "commit:rewards:2", "stage:online:end", "commit:judgments:3"],
+    ["stage:filter:end", "commit:rewards:1", "commit:rewards:3", "stage:eval_winrate:end"],
+]
+
 ARMS = ["--arm", "eva", "--arm", "no-creator"]
 
 
@@ -91,7 +104,8 @@ def snapshot(run_dir: Path) -> dict:
     with RunStore(run_dir, readonly=True) as store:
         snap = store.contents()
         checkpoints = [store.checkpoint_path(json.loads(r["outputs"])["checkpoint"]) for r in store.stages()
-                       if r["name"] == "train" and r["status"] == "done"]  # recorded relative to the run
+                       if r["name"] in ("train", "online") and r["status"] == "done"
+                       and not json.loads(r["outputs"]).get("skipped")]  # recorded relative to the run
     snap["complete_checkpoints"] = sorted(
         Path(c).name for c in checkpoints if (Path(c) / "model.safetensors").is_file() and (Path(c) / "config.json").is_file())
     snap["n_checkpoints"] = len(checkpoints)
@@ -151,6 +165,7 @@ def stage_running(run_dir: Path) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 targeted kills in one run (the test suite's check)")
+    ap.add_argument("--online", action="store_true", help="online eva (RLOO phases): targeted kills inside the phase")
     ap.add_argument("--full", action="store_true",
                     help="the real built-in judge and creator; random kills interleaved with the targeted ones")
     ap.add_argument("--random-kills", type=int, default=6, help="kills at random moments, besides the targeted ones")
@@ -173,7 +188,8 @@ def main() -> int:
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         path = work / f"{name}.yaml"
-        path.write_text((FULL_CONFIG if args.full else CONFIG).format(out=out, policy=policy))
+        path.write_text((FULL_CONFIG if args.full else ONLINE_CONFIG if args.online else CONFIG).format(
+            out=out, policy=policy))
         return path
 
     t0 = time.time()
@@ -187,6 +203,9 @@ def main() -> int:
     if args.quick:
         plans = [["stage:reward_pool:begin", "commit:generations:2", "checkpoint:written"]]
         random_kills = 0
+    elif args.online:
+        plans = [list(p) for p in ONLINE_PLANS]
+        random_kills = args.random_kills
     elif args.full:
         # Three runs each killed at a third of the stage points, in run order (a random kill
         # between them would carry the run past the next point), and a fourth killed at random

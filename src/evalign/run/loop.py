@@ -31,7 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from evalign import creator, faults
@@ -308,7 +308,7 @@ class Runner:
             result = train_online(base_path, prompts, lambda t, r: rm.score(t, r, self.store), oc, tc,
                                   cfg.solver.sampling, cfg.solver.num_samples, out_dir,
                                   seed=derived_seed(cfg.run.seed, "online", it), quiet=is_quiet())
-            self.store.put_rollouts(key, [r.__dict__ for r in result.rollouts])
+            self.store.put_rollouts(key, [asdict(r) for r in result.rollouts])
             out = result.as_dict()
             if not result.skipped:
                 out["checkpoint"] = self.store.checkpoint_record(out_dir)
