@@ -91,6 +91,14 @@ def test_an_empty_buffer_keeps_the_policy(tmp_path, tiny_model_dir):
     assert result.skipped and result.checkpoint == str(tiny_model_dir) and not (tmp_path / "x").exists()
 
 
+def test_a_diverged_phase_names_the_online_learning_rate():
+    from evalign.solver.train import DivergedError
+
+    msg = str(DivergedError(OnlineConfig(learning_rate=0.5), 3, "loss nan"))
+    assert "lower solver.online.learning_rate (now 0.5)" in msg and "step 3" in msg
+    assert "solver.train.learning_rate" in str(DivergedError(TrainConfig(), 1, "loss nan"))
+
+
 def test_online_mode_needs_two_rollouts_per_prompt():
     from evalign.config import validate
     from evalign.errors import ConfigError

@@ -217,7 +217,7 @@ def train_online(
         trained = trainer.model
         if train.lora.enabled:
             trained = trained.merge_and_unload()
-        check_finite(_as_train_config(cfg, train), trainer, trained)
+        check_finite(cfg, trainer, trained)
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         history = trainer.state.log_history
@@ -236,11 +236,6 @@ def train_online(
     log.info("%s phase: %d prompts, %d steps (%.1fs), mean reward %s", cfg.algorithm, len(texts), steps, seconds,
              f"{mean_rewards[0]:.3f}->{mean_rewards[-1]:.3f}" if mean_rewards else "n/a")
     return OnlineResult(str(out_dir), len(texts), steps, seconds, losses, mean_rewards, recorder.rollouts)
-
-
-def _as_train_config(cfg: OnlineConfig, train: TrainConfig) -> TrainConfig:
-    """The train config whose learning rate a divergence message names: the online one."""
-    return train.model_copy(update={"learning_rate": cfg.learning_rate})
 
 
 def last_rewards(rollouts: Sequence[Rollout], prompt_ids: Sequence[int]) -> list[list[float]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from evalign import faults
-from evalign.config import TrainConfig
+from evalign.config import OnlineConfig, TrainConfig
 from evalign.errors import EvalignError
 from evalign.fsutil import atomic_dir, atomic_write_text
 from evalign.hashing import file_sha256
@@ -95,9 +95,10 @@ def to_dataset(pairs: Sequence[dict]):
 class DivergedError(EvalignError):
     """Training produced a non-finite loss, gradient norm or weight; nothing of it is kept."""
 
-    def __init__(self, cfg: TrainConfig, step: int, what: str) -> None:
+    def __init__(self, cfg: TrainConfig | OnlineConfig, step: int, what: str) -> None:
+        section = "solver.online" if isinstance(cfg, OnlineConfig) else "solver.train"
         super().__init__(
-            f"training diverged at step {step}: {what}; lower solver.train.learning_rate "
+            f"training diverged at step {step}: {what}; lower {section}.learning_rate "
             f"(now {cfg.learning_rate:g}) and rerun; no checkpoint was kept"
         )
 
@@ -130,7 +131,7 @@ def nonfinite_tensors(named) -> list[str]:
     return [name for name, t in named if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
 
 
-def check_finite(cfg: TrainConfig, trainer, model=None) -> None:
+def check_finite(cfg: TrainConfig | OnlineConfig, trainer, model=None) -> None:
     """Raise :class:`DivergedError` if training logged a non-finite loss or gradient norm, or
     (given ``model``) a weight is non-finite."""
     watch = next((c for c in trainer.callback_handler.callbacks if hasattr(c, "problem")), None)
