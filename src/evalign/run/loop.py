@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -321,7 +322,8 @@ class Runner:
                   "train": {k: tc.model_dump(mode="json")[k] for k in ("dtype", "lora", "gradient_checkpointing")},
                   "seed": cfg.run.seed}
         out = self.stage("online", arm, it, inputs, run, self._checkpoint_stale)
-        rollouts = [Rollout(r["prompt_id"], r["step"], r["sample_index"], r["text"], r["reward"])
+        rollouts = [Rollout(r["prompt_id"], r["step"], r["sample_index"], r["text"],
+                            math.nan if r["reward"] is None else r["reward"])  # SQLite keeps a NaN as NULL
                     for r in self.store.rollouts(out["_key"])]
         summary.update({"buffer": len(buffer), "online_steps": out["steps"], "rollouts": len(rollouts),
                         "mean_reward": (out["mean_rewards"] or [None])[-1]})
