@@ -201,12 +201,8 @@ class Runner:
     def run_arm(self, arm: str, cfg: Config) -> ArmState:
         if cfg.solver.mode == "online":
             return self.run_online_arm(arm, cfg)
-        path, pid = self.base_policy(cfg)
-        state = ArmState(arm, path, pid)
-        seed_ids = self.seed_pool()
+        state, chunks, pool_ids = self._arm_start(arm, cfg)
         T = cfg.run.iterations
-        chunks = _split(seed_ids, T) if cfg.prompts.schedule == "split" else None
-        pool_ids = chunks[0] if chunks else seed_ids
         for it in range(1, T + 1):
             say(f"[bold]{arm}[/bold] iteration {it}/{T}: policy {state.policy_id}")
             creator_on = cfg.creator.enabled and it >= cfg.creator.first_iteration
@@ -245,6 +241,14 @@ class Runner:
         self.pool.release_policy()
         return state
 
+    def _arm_start(self, arm: str, cfg: Config) -> tuple[ArmState, list[list[int]] | None, list[int]]:
+        """An arm's starting state, the seed pool's chunks (``prompts.schedule: split``) and
+        its first iteration's pool."""
+        path, pid = self.base_policy(cfg)
+        seed_ids = self.seed_pool()
+        chunks = _split(seed_ids, cfg.run.iterations) if cfg.prompts.schedule == "split" else None
+        return ArmState(arm, path, pid), chunks, chunks[0] if chunks else seed_ids
+
     def run_online_arm(self, arm: str, cfg: Config) -> ArmState:
         """Online eva (solver.mode: online). Per iteration: the creator reads each pool prompt's
         rewards (the last phase's rollouts; before the first phase, π0's k samples, the same
@@ -252,12 +256,8 @@ class Runner:
         as offline; the buffer mixes original and evolved prompts (solver.mix_*); an online
         phase (RLOO or GRPO, solver/online.py) trains the policy on it. With the creator off
         the buffer is the pool."""
-        path, pid = self.base_policy(cfg)
-        state = ArmState(arm, path, pid)
-        seed_ids = self.seed_pool()
+        state, chunks, pool_ids = self._arm_start(arm, cfg)
         T = cfg.run.iterations
-        chunks = _split(seed_ids, T) if cfg.prompts.schedule == "split" else None
-        pool_ids = chunks[0] if chunks else seed_ids
         last_phase: tuple[str, list[Rollout]] | None = None  # (stage key, rollouts) of the last phase
         for it in range(1, T + 1):
             say(f"[bold]{arm}[/bold] iteration {it}/{T} ({cfg.solver.online.algorithm}): policy {state.policy_id}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from evalign import faults
 from evalign.config import OnlineConfig, SamplingConfig, TrainConfig
 from evalign.fsutil import atomic_dir, atomic_write_text
-from evalign.solver.train import _mixed_bf16, _weights_dtype, check_finite, checkpointing_field, watch_finite
+from evalign.solver.train import _weights_dtype, check_finite, run_arguments, watch_finite
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,8 @@ def online_arguments(cfg: OnlineConfig, train: TrainConfig, sampling: SamplingCo
     """TRL RLOOConfig / GRPOConfig arguments from evalign's config (names mapped as in
     solver/train.trainer_arguments: per_device_train_batch_size is prompts_per_step x k
     completions, as TRL counts them)."""
-    import torch
-
     args = {
-        "output_dir": workdir,
+        **run_arguments(train, workdir, seed, quiet),
         "learning_rate": cfg.learning_rate,
         "lr_scheduler_type": cfg.lr_scheduler,
         "warmup_steps": cfg.warmup_ratio,
@@ -136,16 +134,6 @@ def online_arguments(cfg: OnlineConfig, train: TrainConfig, sampling: SamplingCo
         "top_p": sampling.top_p,
         "top_k": 0,  # as evalign's own sampling: nucleus only
         "beta": cfg.beta,
-        checkpointing_field(): train.gradient_checkpointing,
-        "bf16": _mixed_bf16(train),
-        "use_cpu": not torch.cuda.is_available(),
-        "seed": seed,
-        "data_seed": seed,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": quiet,
-        "remove_unused_columns": False,
         "shuffle_dataset": True,
     }
     if cfg.use_vllm:

@@ -159,22 +159,13 @@ def checkpointing_field(args_class=None) -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
-def trainer_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) -> dict:
-    """The TRL config arguments every preference loss shares (solver/losses.py adds its own)."""
+def run_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) -> dict:
+    """The TRL config arguments of every evalign training run, preference or online: where it
+    works, precision and checkpointing (from ``cfg``), seeds, logging every step, no saving."""
     import torch
 
-    # TrainConfig's names -> TRL's: lr_scheduler -> lr_scheduler_type, warmup_ratio -> warmup_steps
-    # (a float below 1 is a fraction of the steps), epochs -> num_train_epochs, batch_size ->
-    # per_device_train_batch_size, gradient_checkpointing -> checkpointing_field(), dtype -> bf16.
     return {
         "output_dir": workdir,
-        "learning_rate": cfg.learning_rate,
-        "lr_scheduler_type": cfg.lr_scheduler,
-        "warmup_steps": cfg.warmup_ratio,
-        "num_train_epochs": cfg.epochs,
-        "per_device_train_batch_size": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "max_length": cfg.max_length,
         checkpointing_field(): cfg.gradient_checkpointing,
         "bf16": _mixed_bf16(cfg),
         "use_cpu": not torch.cuda.is_available(),
@@ -184,8 +175,25 @@ def trainer_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) ->
         "save_strategy": "no",
         "report_to": "none",
         "disable_tqdm": quiet,
-        "beta": cfg.beta,
         "remove_unused_columns": False,
+    }
+
+
+def trainer_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) -> dict:
+    """The TRL config arguments every preference loss shares (solver/losses.py adds its own)."""
+    # TrainConfig's names -> TRL's: lr_scheduler -> lr_scheduler_type, warmup_ratio -> warmup_steps
+    # (a float below 1 is a fraction of the steps), epochs -> num_train_epochs, batch_size ->
+    # per_device_train_batch_size, gradient_checkpointing -> checkpointing_field(), dtype -> bf16.
+    return {
+        **run_arguments(cfg, workdir, seed, quiet),
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "warmup_steps": cfg.warmup_ratio,
+        "num_train_epochs": cfg.epochs,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "max_length": cfg.max_length,
+        "beta": cfg.beta,
         **({"optim": cfg.optimizer} if cfg.optimizer != "adamw" else {}),  # adamw: TRL's default AdamW
     }
 
