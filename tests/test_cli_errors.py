@@ -264,3 +264,20 @@ def test_a_model_named_only_by_an_ablation_arm_is_resolved_before_the_first_stag
 def test_a_bare_command_prints_its_help_without_a_traceback():
     out = evalign()
     assert out.returncode == 2 and "Usage" in out.stdout and out.stderr.strip() == ""
+
+
+def test_an_interrupt_between_stages_names_the_last_finished_one(tmp_path, monkeypatch):
+    """An evaluation answers and judges before its eval stages: a Ctrl-C there is after the last
+    stage this process finished, not before its first."""
+    from evalign import cli
+    from evalign.store import RunStore
+
+    monkeypatch.setitem(cli._CONTEXT, "run_dir", tmp_path / "run")
+    monkeypatch.setitem(cli._CONTEXT, "started", time.time() - 1)
+    with RunStore(tmp_path / "run") as store:
+        assert cli._where_stopped() == f" before its first stage in run directory {tmp_path / 'run'}"
+        store.begin_stage("k1", "train", "eva", 2)
+        store.finish_stage("k1", {}, 1.0)
+        assert cli._where_stopped() == f" after stage train (arm eva, iteration 2) in run directory {tmp_path / 'run'}"
+        store.begin_stage("k2", "eval_score", "eva", 0)
+        assert cli._where_stopped() == f" during stage eval_score (arm eva) in run directory {tmp_path / 'run'}"

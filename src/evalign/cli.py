@@ -296,13 +296,21 @@ def _where_stopped() -> str:
             row = store.db.execute(
                 "SELECT name, arm, iteration FROM stages WHERE status = 'running' AND started_at >= ? "
                 "ORDER BY started_at DESC LIMIT 1", (_CONTEXT["started"],)).fetchone()
+            # work between stages (an evaluation answers and judges before its eval stages)
+            last = None if row is not None else store.db.execute(
+                "SELECT name, arm, iteration FROM stages WHERE status = 'done' AND finished_at >= ? "
+                "ORDER BY finished_at DESC LIMIT 1", (_CONTEXT["started"],)).fetchone()
     except Exception:  # noqa: BLE001 - no store yet, or unreadable: say only where
         return where
-    if row is None:
+    if row is None and last is None:
         return f" before its first stage{where}"
+    return (f" during stage {_stage_label(row)}" if row is not None else f" after stage {_stage_label(last)}") + where
+
+
+def _stage_label(row) -> str:
     detail = ", ".join(x for x in (f"arm {row['arm']}" if row["arm"] not in (None, "*") else "",
                                    f"iteration {row['iteration']}" if row["iteration"] else "") if x)
-    return f" during stage {row['name']}" + (f" ({detail})" if detail else "") + where
+    return row["name"] + (f" ({detail})" if detail else "")
 
 
 def _interrupted() -> None:
