@@ -26,10 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evalign import faults
 from evalign.config import OnlineConfig, SamplingConfig, TrainConfig
 from evalign.fsutil import atomic_dir, atomic_write_text
-from evalign.solver.train import _weights_dtype, check_finite, run_arguments, watch_finite
+from evalign.solver.train import load_trainable, lora_config, run_arguments, save_trained, watch_finite
 
 log = logging.getLogger(__name__)
 
@@ -176,46 +175,27 @@ def train_online(
 
     import transformers
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.set_seed(seed)
     texts = {int(pid): text for pid, text in prompts}
     ids = padded_buffer([int(pid) for pid, _ in prompts], cfg.prompts_per_step, seed)
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": texts[p]}], "prompt_id": p} for p in ids])
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_weights_dtype(train), use_safetensors=True)
+    tokenizer, model = load_trainable(base_path, train)
     recorder = RolloutRecorder(score, texts)
-    peft_config = None
-    if train.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=train.lora.r, lora_alpha=train.lora.alpha, lora_dropout=train.lora.dropout,
-                                 target_modules=train.lora.target_modules, task_type="CAUSAL_LM")
     config_class, trainer_class = _trainer_classes(cfg.algorithm)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, what="checkpoint") as tmp:
         workdir = str(tmp / "_trainer")
         args = config_class(**online_arguments(cfg, train, sampling, k, workdir, seed, quiet))
         trainer = trainer_class(model=model, reward_funcs=[recorder], args=args, train_dataset=dataset,
-                                processing_class=tokenizer, peft_config=peft_config)
+                                processing_class=tokenizer, peft_config=lora_config(train))
         trainer.add_callback(watch_finite())
         trainer.train()
-        trained = trainer.model
-        if train.lora.enabled:
-            trained = trained.merge_and_unload()
-        check_finite(cfg, trainer, trained)
-        trained.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_trained(trainer, tokenizer, train, cfg, tmp, workdir)
         history = trainer.state.log_history
         losses = [h["loss"] for h in history if "loss" in h]
         mean_rewards = [h["reward"] for h in history if "reward" in h]
         steps = int(trainer.state.global_step)
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
-        faults.point("checkpoint:written")
         atomic_write_text(tmp / "evalign_online.json", json.dumps(
             {"base": base_path, "algorithm": cfg.algorithm, "n_prompts": len(texts), "steps": steps,
              "losses": losses, "mean_rewards": mean_rewards, "config": cfg.model_dump(mode="json"),

@@ -198,19 +198,50 @@ def trainer_arguments(cfg: TrainConfig, workdir: str, seed: int, quiet: bool) ->
     }
 
 
+def lora_config(cfg: TrainConfig):
+    """peft's LoraConfig for ``cfg.lora``, or None when LoRA is off."""
+    if not cfg.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+    )
+
+
+def load_trainable(base_path: str, cfg: TrainConfig):
+    """(tokenizer, model) of ``base_path`` for training: a pad token, the weights' dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, AutoModelForCausalLM.from_pretrained(base_path, dtype=_weights_dtype(cfg), use_safetensors=True)
+
+
+def save_trained(trainer, tokenizer, cfg: TrainConfig, checked: TrainConfig | OnlineConfig, tmp: Path,
+                 workdir: str) -> None:
+    """Write a finished trainer's policy into the checkpoint being built at ``tmp``: LoRA
+    merged, every weight finite (else DivergedError naming ``checked``'s learning rate), the
+    trainer's work directory removed."""
+    import shutil
+
+    trained = trainer.model
+    if cfg.lora.enabled:
+        trained = trained.merge_and_unload()
+    check_finite(checked, trainer, trained)
+    trained.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(workdir, ignore_errors=True)
+    faults.point("checkpoint:written")
+
+
 def _trainer(cfg: TrainConfig, model, tokenizer, dataset, workdir: str, seed: int, quiet: bool):
     common = trainer_arguments(cfg, workdir, seed, quiet)
-    peft_config = None
-    if cfg.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
-        )
     loss = LOSSES.get(cfg.loss)
     trainer = loss.build(cfg, common, model=model, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=lora_config(cfg))
     trainer.add_callback(watch_finite())
     return trainer
 
@@ -237,31 +268,18 @@ def train_preference(
         return TrainResult(base_path, len(pairs), 0, 0.0, skipped=True, reason=reason)
 
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.set_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_weights_dtype(cfg), use_safetensors=True)
+    tokenizer, model = load_trainable(base_path, cfg)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, what="checkpoint") as tmp:
         workdir = str(tmp / "_trainer")
         trainer = _trainer(cfg, model, tokenizer, to_dataset(pairs), workdir, seed, quiet)
         trainer.train()
-        trained = trainer.model
-        if cfg.lora.enabled:
-            trained = trained.merge_and_unload()
-        check_finite(cfg, trainer, trained)
-        trained.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_trained(trainer, tokenizer, cfg, cfg, tmp, workdir)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         steps = int(trainer.state.global_step)
         packing = dict(trainer.packing_stats) if getattr(trainer, "packing_stats", None) else None
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
-        faults.point("checkpoint:written")
         atomic_write_text(tmp / "evalign_train.json", json.dumps(
             {"base": base_path, "n_pairs": len(pairs), "steps": steps, "losses": losses,
              "packing": packing, "config": cfg.model_dump(mode="json"), "seed": seed}, indent=1))
