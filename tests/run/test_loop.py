@@ -186,6 +186,8 @@ def test_arms_share_equal_stages(tmp_path, tiny_model_dir):
     table = (tmp_path / "run" / "report" / "results.md").read_text()
     for arm in ("theta0", "no-creator", "eva", "metric-variance", "op-self_instruct"):
         assert f"| {arm} |" in table
+    rows = {r["arm"]: r for r in json.loads((tmp_path / "run" / "report" / "results.json").read_text())["rows"]}
+    assert rows["eva"]["win_rate_vs_baseline"] is not None  # eval.vs_baseline is on by default
 
 
 def test_a_creator_that_returns_junk_leaves_the_iteration_running(tmp_path, tiny_model_dir, caplog):
@@ -201,7 +203,8 @@ def test_a_creator_that_returns_junk_leaves_the_iteration_running(tmp_path, tiny
 
 
 def test_several_seeds_aggregate_per_arm_with_paired_comparisons(tmp_path, tiny_model_dir):
-    cfg = tiny_config(tmp_path, tiny_model_dir)
+    # vs_baseline off (as the cpu preset): arms are compared through their win rates vs θ0 only.
+    cfg = tiny_config(tmp_path, tiny_model_dir, eval={"vs_baseline": False})
     arms = [a for a in DEFAULT_ARMS if a.name in ("no-creator", "eva", "metric-mean")]
     result = run_study(cfg, arms=arms, seeds=2)
     import json as _json
@@ -221,6 +224,11 @@ def test_several_seeds_aggregate_per_arm_with_paired_comparisons(tmp_path, tiny_
     assert rows["metric-mean"]["diff_win_rate_vs_default"] is not None
     assert rows["eva"].get("diff_win_rate_vs_default") is None  # the default is the reference
     assert "Δ win rate vs eva" in result.table_markdown
+    assert rows["metric-mean"]["win_rate_vs_baseline"] is None and not result.missing
+    with RunStore(cfg.run_dir, readonly=True) as s:
+        (winrates,) = s.db.execute("SELECT COUNT(*) FROM stages WHERE name='eval_winrate'").fetchone()
+    policies = {e["policy_id"] for a in ("no-creator", "eva", "metric-mean") for e in study["arms"][a]["seeds"].values()}
+    assert winrates == len(policies)  # each trained policy vs θ0 only; none judged against no-creator
 
 
 # ---------------------------------------------------------------- checkpoints of moved, copied, damaged runs

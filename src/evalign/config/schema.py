@@ -355,6 +355,11 @@ class EvalConfig(Section):
     self_check: bool = Field(
         True, description="Also judge the starting policy against itself resampled: the noise floor."
     )
+    vs_baseline: bool = Field(
+        True, description="Also judge every creator arm against the no-creator arm (the 'win rate vs "
+        "no-creator' column); off, arms are compared through their win rates against θ0 only "
+        "(the paired Δ columns), which halves a study's pairwise judging.",
+    )
     answer_sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=512, temperature=0.7, top_p=0.9),
         description="Decoding of the evaluated answers.",

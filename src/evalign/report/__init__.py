@@ -67,7 +67,7 @@ def missing_evaluation(store: RunStore) -> list[str]:
         for seed, entry in arm.seeds.items():
             wanted = ["score"] if name == THETA0 else ["win_rate_vs_theta0", "score"]
             if (name not in (THETA0, study.baseline_arm, study.start_arm) and baseline is not None
-                    and seed in baseline.seeds):
+                    and seed in baseline.seeds and (config.get("eval") or {}).get("vs_baseline", True)):
                 wanted.append("win_rate_vs_baseline")
             have = entry.eval or {}
             lacking = [m for m in wanted if store.metric(have.get(m), m) is None]

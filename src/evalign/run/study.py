@@ -247,7 +247,7 @@ def _evaluate(s: Session, runner: Runner, study: StudyRecord, arm_names: list[st
             policy = (entry.policy_id, checkpoint(entry), 0)
             add_winrate(entry, "win_rate_vs_theta0", policy, theta0)
             add_score(entry, policy)
-            if baseline is not None and name not in (BASELINE_ARM, study.start_arm):
+            if cfg.eval.vs_baseline and baseline is not None and name not in (BASELINE_ARM, study.start_arm):
                 add_winrate(entry, "win_rate_vs_baseline", policy,
                             (baseline.policy_id, checkpoint(baseline), 0))
 
