@@ -25,7 +25,7 @@ from pathlib import Path
 
 import common
 
-TARGET_MIN = 15.0
+TARGET_MIN = 10.0
 EVAL_STAGES = ("eval_winrate", "eval_score")
 
 

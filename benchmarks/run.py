@@ -1,7 +1,7 @@
 """evalign's performance harness: each item measured against its baseline in the same run.
 
     flock /tmp/evalign-cpu.lock python benchmarks/run.py [--quick] [--only ITEM ...]
-                                                         [--quickstart-run DIR]
+                                                         [--quickstart-run DIR] [--cpu-run DIR]
 
 Items (see benchmarks/README.md for what each row means):
 
@@ -11,6 +11,8 @@ Items (see benchmarks/README.md for what each row means):
   dpo               train_preference vs TRL DPOTrainer with its defaults (+ a LoRA row)
   cache             a repeated evaluation and a resumed finished run, as fractions of the first
   end_to_end        `evalign ablate --preset quickstart` and one `evalign run` iteration
+  cpu_study         `evalign ablate --preset cpu` (up to two hours; only when named, or
+                    read from a finished run with --cpu-run DIR)
 
 Every item runs in its own process (its peak RSS is that process's), prints its rows as soon
 as it finishes, and the whole table goes to benchmarks/results/latest.{json,md}
@@ -42,10 +44,14 @@ ITEMS = {
     "dpo": "bench_dpo",
     "cache": "bench_cache",
     "end_to_end": "bench_e2e",
+    "cpu_study": "bench_cpu_study",
 }
+# Run by default (no --only): every item but the two-hour CPU study, which runs when named
+# or is read from a finished run (--cpu-run).
+DEFAULT_ITEMS = [n for n in ITEMS if n != "cpu_study"]
 # Generous per-item limits (seconds); a stuck item must not hold the shared lock forever.
 TIMEOUTS = {"policy_sampling": 3600, "judge_scoring": 5400, "creator_rewrites": 2400, "dpo": 5400,
-            "cache": 3600, "end_to_end": 7200}
+            "cache": 3600, "end_to_end": 7200, "cpu_study": 9000}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quickstart-run", type=Path, metavar="DIR",
                    help="end_to_end: read this finished `evalign ablate --preset quickstart` run directory "
                         "instead of running the ablation (~25 min)")
+    p.add_argument("--cpu-run", type=Path, metavar="DIR",
+                   help="cpu_study: read this finished `evalign ablate --preset cpu` run directory (its wall "
+                        "time and peak RSS from DIR.time, the output of /usr/bin/time -v) instead of running it")
     p.add_argument("--out", type=Path, default=None, help="results prefix (default results/latest[-quick])")
     p.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new one in /tmp)")
     p.add_argument("--child", choices=list(ITEMS), help=argparse.SUPPRESS)
@@ -119,14 +128,15 @@ def hold_cpu_lock(path: str = common.LOCK):
 
 def run_items(args: argparse.Namespace) -> int:
     lock = hold_cpu_lock()  # noqa: F841 - held until exit
-    names = args.only or list(ITEMS)
+    names = args.only or DEFAULT_ITEMS + (["cpu_study"] if args.cpu_run else [])
     mode = "quick" if args.quick else "full"
     prefix = args.out or (common.RESULTS / ("latest-quick" if args.quick else "latest"))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="evalign-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "") + (
         f" --only {' '.join(names)}" if args.only else "") + (
-        f" --quickstart-run {args.quickstart_run}" if args.quickstart_run else "")
+        f" --quickstart-run {args.quickstart_run}" if args.quickstart_run else "") + (
+        f" --cpu-run {args.cpu_run}" if args.cpu_run else "")
     started = time.strftime("%Y-%m-%d %H:%M")
     print(f"evalign benchmarks ({mode}): {', '.join(names)}; scratch {workdir}", flush=True)
     done = []
@@ -139,6 +149,8 @@ def run_items(args: argparse.Namespace) -> int:
             cmd.append("--quick")
         if args.quickstart_run:
             cmd += ["--quickstart-run", str(args.quickstart_run)]
+        if args.cpu_run:
+            cmd += ["--cpu-run", str(args.cpu_run)]
         print(f"== {name} (log: {log_path.relative_to(common.ROOT)})", flush=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         rc, seconds, rss = common.run_child(cmd, log_path, timeout=TIMEOUTS[name], env=env)

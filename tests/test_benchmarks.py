@@ -3,6 +3,7 @@ reading, the CPU lock, store breakdowns and fits. No timings: those live in benc
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import importlib.util
 import json
@@ -18,6 +19,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
+import bench_cpu_study  # noqa: E402
 import bench_e2e  # noqa: E402
 import common  # noqa: E402
 import scaling  # noqa: E402
@@ -295,6 +297,32 @@ def test_read_study_and_breakdown(tmp_path):
     assert rows[0]["part"] == "evaluation judging (outside stages)"  # sorted by seconds
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
     assert "| part |" in bench_e2e.breakdown_table(rows)
+
+
+GNU_TIME = """\tCommand being timed: "evalign ablate --preset cpu --set run.output_dir=/w/cpu"
+\tUser time (seconds): 11892.10
+\tPercent of CPU this job got: 189%
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:44:31
+\tMaximum resident set size (kbytes): 11953152
+"""
+
+
+def test_cpu_study_reads_a_finished_run_and_its_time_file(tmp_path):
+    run_dir = _fake_run_dir(tmp_path)
+    args = argparse.Namespace(cpu_run=run_dir, workdir=tmp_path / "w")
+    no_time = bench_cpu_study.run(args)
+    assert [r["key"] for r in no_time["rows"]] == ["ablate_cpu"]  # no peak RSS without the time file
+    assert no_time["rows"][0]["evalign"] == pytest.approx(200.0 / 60)  # the study record's wall
+    (tmp_path / "run.time").write_text(GNU_TIME)
+    res = bench_cpu_study.run(args)
+    wall, rss = res["rows"]
+    assert wall["evalign"] == pytest.approx(104 + 31 / 60) and wall["met"] is True
+    assert rss["evalign"] == pytest.approx(11953152 / 2**20) and rss["met"] is True
+    (tmp_path / "run.time").write_text(GNU_TIME.replace("1:44:31", "2:00:01"))
+    assert bench_cpu_study.run(args)["rows"][0]["met"] is False
+    assert "| part |" in next(iter(res["tables"].values()))
+    assert harness.parse_args(["--cpu-run", str(run_dir)]).cpu_run == run_dir
+    assert "cpu_study" not in harness.DEFAULT_ITEMS  # two hours: only when named or read
 
 
 def test_read_study_errors(tmp_path):
