@@ -3,7 +3,7 @@ each arm's round, then the evaluation), with the per-stage breakdown read from i
 
 The study takes up to two hours on 2 cores, so the harness runs it only when named
 (``--only cpu_study``); ``--cpu-run DIR`` reads a finished one instead. Its wall time and peak
-RSS then come from ``DIR.time`` (or ``DIR/time.txt``): the output of ``/usr/bin/time -v`` around
+RSS then come from ``DIR.time`` (or ``DIR/time.txt``): what ``/usr/bin/time -v -o DIR.time`` wrote around
 the command, which covers the whole process (start-up, every stage, the report). Without that
 file the study record's own run time is used and the peak RSS is unknown.
 """
