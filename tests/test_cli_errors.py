@@ -74,8 +74,10 @@ def test_an_interrupted_run_says_where_it_stopped_and_how_to_resume(tmp_path, si
     with FakeOpenAIServer(default_delay=300) as srv:
         cfg = api_config(tmp_path, srv.url)
         argv = [sys.executable, "-m", "evalign.cli", "run", str(cfg), "--quiet"]
+        # A shell without job control starts background commands with SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: give the child the default, as a terminal would.
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                                cwd=tmp_path)
+                                cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             stage = _wait_for_running_stage(tmp_path / "run" / "run.db", proc)
             while not srv.requests:  # the policy's request is in flight
