@@ -6,6 +6,8 @@
 Items (see benchmarks/README.md for what each row means):
 
   policy_sampling   TransformersLLM.generate vs transformers model.generate, one prompt at a time
+  eval_answers      one policy's evaluation answers, mixed sampling params in one batch vs one
+                    batch per params
   judge_scoring     Judge.grade vs a naive per-call judge and vs raw llama-cpp-python replay
   creator_rewrites  creator.evolve vs one-at-a-time create_chat_completion calls
   dpo               train_preference vs TRL DPOTrainer with its defaults (+ a LoRA row)
@@ -39,6 +41,7 @@ import common  # noqa: E402
 
 ITEMS = {
     "policy_sampling": "bench_policy",
+    "eval_answers": "bench_eval_answers",
     "judge_scoring": "bench_judge",
     "creator_rewrites": "bench_creator",
     "dpo": "bench_dpo",
@@ -50,7 +53,7 @@ ITEMS = {
 # or is read from a finished run (--cpu-run).
 DEFAULT_ITEMS = [n for n in ITEMS if n != "cpu_study"]
 # Generous per-item limits (seconds); a stuck item must not hold the shared lock forever.
-TIMEOUTS = {"policy_sampling": 3600, "judge_scoring": 5400, "creator_rewrites": 2400, "dpo": 5400,
+TIMEOUTS = {"policy_sampling": 3600, "eval_answers": 1200, "judge_scoring": 5400, "creator_rewrites": 2400, "dpo": 5400,
             "cache": 3600, "end_to_end": 7200, "cpu_study": 9000}
 
 

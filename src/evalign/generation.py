@@ -32,25 +32,39 @@ def cached_generate(
     store: RunStore | None,
     llm: LLM,
     conversations: Sequence[Conversation],
-    params: GenParams,
+    params: GenParams | Sequence[GenParams],
     seeds: Sequence[int],
     *,
     description: str = "generating",
     chunk: int = 16,
 ) -> tuple[list[list[Generation]], int]:
-    """Generations for every conversation and seed, and how many were newly generated."""
-    keys = [[generation_key(llm.model_id, c, params, s) for s in seeds] for c in conversations]
+    """Generations for every conversation and seed, and how many were newly generated.
+
+    ``params`` is one set for all conversations, or one per conversation (then the missing
+    ones go to ``llm.generate_each``, which samples mixed params in one batch where it can).
+    """
+    each = None if isinstance(params, GenParams) else list(params)
+    if each is not None and len(each) != len(conversations):
+        raise ValueError(f"{len(conversations)} conversations but {len(each)} sampling params")
+    row_params = each or [params] * len(conversations)
+    keys = [[generation_key(llm.model_id, c, p, s) for s in seeds] for c, p in zip(conversations, row_params)]
     look = CacheThrough(store, "generations", keys, _generation)
 
     def row(i: int, j: int, g: Generation) -> dict:
         return {"model_id": llm.model_id, "prompt_sha": conversation_sha(conversations[i]),
-                "params_sha": params_sha(params), "sample_index": j, "seed": g.seed, "text": g.text,
+                "params_sha": params_sha(row_params[i]), "sample_index": j, "seed": g.seed, "text": g.text,
                 "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                 "finish_reason": g.finish_reason}
 
+    def generate(idx: list[int]) -> list[list[Generation]]:
+        convs = [conversations[i] for i in idx]
+        if each is None:
+            return llm.generate(convs, params, seeds)  # type: ignore[arg-type]
+        return llm.generate_each(convs, [each[i] for i in idx], seeds)
+
     with track(description, len(look.missing) * len(seeds), "samples") as advance:
         for idx in look.chunks(chunk):
-            look.fill(idx, llm.generate([conversations[i] for i in idx], params, seeds), row)
+            look.fill(idx, generate(idx), row)
             advance(len(idx) * len(seeds))
     return look.values, look.new
 
@@ -80,3 +94,6 @@ class CachedLLM(ForwardingLLM):
                                    description=self.description)
         self.new_calls += new
         return out
+
+    def generate_each(self, conversations, params, seeds):
+        return self.generate(conversations, list(params), seeds)

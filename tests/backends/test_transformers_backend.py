@@ -41,6 +41,31 @@ def test_a_sample_does_not_depend_on_its_batch(tiny_model_dir):
     assert [r[0].text for r in together] == [r[0].text for r in alone]
 
 
+def test_rows_with_different_params_in_one_batch_match_their_own_batches(tiny_model_dir):
+    """generate_each samples an evaluation's mixed temperatures (FastChat's per-category table)
+    in one batch; each row is what a batch of its own params gives (float64, as above), ends at
+    its own max_new_tokens and is cut at its own stop strings."""
+    from transformers import AutoModelForCausalLM
+
+    from evalign.backends.base import LLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).double()
+    llm = TransformersLLM(str(tiny_model_dir), model=model, batch_size=8)
+    greedy = GenParams(max_new_tokens=6, temperature=0.0, top_p=1.0)
+    short = GenParams(max_new_tokens=3, temperature=0.7, top_p=0.9)
+    plain = GenParams(max_new_tokens=12, temperature=1.0, top_p=1.0)
+    params = [PARAMS, greedy, short, PARAMS, plain]
+    mixed = llm.generate_each(CONVS, params, seeds=[7, 8])
+    grouped = LLM.generate_each(llm, CONVS, params, seeds=[7, 8])  # one generate per distinct params
+    assert [[g.text for g in r] for r in mixed] == [[g.text for g in r] for r in grouped]
+    assert [[g.completion_tokens for g in r] for r in mixed] == [[g.completion_tokens for g in r] for r in grouped]
+    assert all(g.completion_tokens <= p.max_new_tokens for r, p in zip(mixed, params) for g in r)
+    assert mixed[1][0].text == mixed[1][1].text  # greedy: the seed does not matter
+    assert {g.finish_reason for g in mixed[2]} == {"length"} and all(g.completion_tokens == 3 for g in mixed[2])
+    with pytest.raises(ValueError, match="2 sampling params"):
+        llm.generate_each(CONVS, params[:2], seeds=[7])
+
+
 def test_greedy_matches_transformers_generate(tiny):
     params = GenParams(max_new_tokens=8, temperature=0.0, top_p=1.0)
     mine = tiny.generate(CONVS[:2], params, seeds=[0])

@@ -150,3 +150,31 @@ def test_the_config_defaults_to_fastchats_temperatures_and_checks_the_name():
         EvalConfig(mt_temperatures="per-category")
     with pytest.raises(ValueError):
         answer_temperature("math", "per-category", 0.7)  # type: ignore[arg-type]
+
+
+class _EachLLM(ScriptedLLM):
+    def __init__(self):
+        super().__init__()
+        self.batches: list[list[float]] = []
+
+    def generate_each(self, conversations, params, seeds):
+        self.batches.append([p.temperature for p in params])
+        return super().generate_each(conversations, params, seeds)
+
+
+def test_mixed_temperatures_go_to_the_backend_in_one_batch_per_turn_and_are_cached_per_row(tmp_path):
+    from evalign.store import RunStore
+
+    qs = [MTQuestion(i, cat, [f"{cat} q", f"{cat} follow-up"]) for i, cat in enumerate(["math", "stem", "writing"])]
+    prompts = [EvalPrompt("p1", "math", "a win-rate prompt"), EvalPrompt("p2", "writing", "another")]
+    with RunStore(tmp_path) as store:
+        llm = _EachLLM()
+        first = answer_all(llm, prompts, qs, GenParams(64, 0.9, 0.95), 0, store)
+        assert llm.batches == [[0.9, 0.9, 0.0, 0.1, 0.7], [0.0, 0.1, 0.7]]
+        again = _EachLLM()
+        assert answer_all(again, prompts, qs, GenParams(64, 0.9, 0.95), 0, store) == first
+        assert again.batches == [] and again.requests == []
+        # a row's cache key holds its own params: the fixed-temperature answers are new ones
+        fixed = _EachLLM()
+        answer_all(fixed, prompts, qs, GenParams(64, 0.9, 0.95), 0, store, mt_temperatures="fixed")
+        assert fixed.batches == [[0.9, 0.9, 0.9], [0.9, 0.9, 0.9]]

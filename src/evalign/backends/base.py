@@ -136,6 +136,26 @@ class LLM(ABC):
     ) -> list[list[Generation]]:
         """For each conversation, one Generation per seed, in seed order."""
 
+    def generate_each(
+        self, conversations: Sequence[Conversation], params: Sequence[GenParams], seeds: Sequence[int]
+    ) -> list[list[Generation]]:
+        """``generate`` with each conversation's own sampling params (an evaluation's win-rate
+        prompts and its MT questions, whose temperature FastChat sets per category).
+
+        By default one ``generate`` call per distinct params; a backend that can sample rows
+        with different params in one batch overrides it (transformers).
+        """
+        if len(params) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(params)} sampling params")
+        out: list[list[Generation]] = [[] for _ in conversations]
+        groups: dict[GenParams, list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault(p, []).append(i)
+        for p, idx in groups.items():
+            for i, row in zip(idx, self.generate([conversations[i] for i in idx], p, seeds)):
+                out[i] = row
+        return out
+
     @abstractmethod
     def choice_logprobs(
         self, conversations: Sequence[Conversation], choices: Sequence[str], assistant_prefix: str = ""
@@ -173,6 +193,9 @@ class ForwardingLLM(LLM):
 
     def generate(self, conversations, params, seeds):
         return self.inner.generate(conversations, params, seeds)
+
+    def generate_each(self, conversations, params, seeds):
+        return self.inner.generate_each(conversations, params, seeds)
 
     def choice_logprobs(self, conversations, choices, assistant_prefix=""):
         return self.inner.choice_logprobs(conversations, choices, assistant_prefix)

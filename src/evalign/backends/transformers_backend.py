@@ -138,10 +138,19 @@ class TransformersLLM(LLM):
 
     # ------------------------------------------------------------------ generation
 
-    @torch.inference_mode()
     def generate(
         self, conversations: Sequence[Conversation], params: GenParams, seeds: Sequence[int]
     ) -> list[list[Generation]]:
+        return self.generate_each(conversations, [params] * len(conversations), seeds)
+
+    @torch.inference_mode()
+    def generate_each(
+        self, conversations: Sequence[Conversation], params: Sequence[GenParams], seeds: Sequence[int]
+    ) -> list[list[Generation]]:
+        """Rows with different sampling params share a batch: each row is sampled with its own
+        temperature and top-p and stops at its own length and stop strings."""
+        if len(params) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(params)} sampling params")
         prompts = [self.encode(self.render(c)) for c in conversations]
         n = len(seeds)
         results: list[list[Generation | None]] = [[None] * n for _ in conversations]
@@ -152,12 +161,27 @@ class TransformersLLM(LLM):
             idx = order[start : start + per_batch]
             rows = [(i, j) for i in idx for j in range(n)]
             gens = [torch.Generator().manual_seed(sample_seed(seeds[j], conversations[i])) for i, j in rows]
-            texts, counts, reasons = self._decode([prompts[i] for i in idx], n, params, gens)
+            row_params = [params[i] for i, _ in rows]
+            texts, counts, reasons = self._decode([prompts[i] for i in idx], n, row_params, gens)
             for r, (i, j) in enumerate(rows):
                 results[i][j] = Generation(texts[r], seeds[j], len(prompts[i]), counts[r], reasons[r])
             self.stats.add(calls=len(rows), prompt_tokens=sum(len(prompts[i]) for i in idx),
                            completion_tokens=sum(counts))
         return results  # type: ignore[return-value]
+
+    def _sample_rows(self, logits: torch.Tensor, params: list[GenParams], gens: list[torch.Generator]) -> torch.Tensor:
+        """``_sample`` for rows with their own params: one call per distinct (temperature, top-p)."""
+        first = params[0]
+        if all(p.temperature == first.temperature and p.top_p == first.top_p for p in params):
+            return self._sample(logits, first, gens)
+        out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+        groups: dict[tuple[float, float], list[int]] = {}
+        for b, p in enumerate(params):
+            groups.setdefault((p.temperature, p.top_p), []).append(b)
+        for rows in groups.values():
+            sel = torch.tensor(rows, device=logits.device)
+            out[sel] = self._sample(logits[sel], params[rows[0]], [gens[b] for b in rows])
+        return out
 
     def _sample(self, logits: torch.Tensor, params: GenParams, gens: list[torch.Generator]) -> torch.Tensor:
         """Temperature + nucleus sampling by inverse CDF, one uniform draw per row.
@@ -184,8 +208,10 @@ class TransformersLLM(LLM):
         return out
 
     def _decode(
-        self, prompts: list[list[int]], n: int, params: GenParams, gens: list[torch.Generator]
+        self, prompts: list[list[int]], n: int, params: list[GenParams], gens: list[torch.Generator]
     ) -> tuple[list[str], list[int], list[str]]:
+        """Sample ``n`` continuations of each prompt; ``params`` and ``gens`` are per row
+        (prompt-major: prompt i's samples are rows i*n .. i*n+n-1)."""
         from transformers import DynamicCache
 
         ids, mask = self._pad(prompts)
@@ -205,8 +231,8 @@ class TransformersLLM(LLM):
         tokens: list[list[int]] = [[] for _ in range(rows)]
         reasons = ["length"] * rows
         eos = torch.tensor(self.eos_ids, device=logits.device)
-        for _ in range(params.max_new_tokens):
-            nxt = self._sample(logits, params, [gens[r] for r in active])
+        for _ in range(max(p.max_new_tokens for p in params)):
+            nxt = self._sample_rows(logits, [params[r] for r in active], [gens[r] for r in active])
             done = torch.isin(nxt, eos)
             keep = []
             for b, r in enumerate(active):
@@ -214,10 +240,11 @@ class TransformersLLM(LLM):
                     reasons[r] = "stop"
                     continue
                 tokens[r].append(int(nxt[b]))
-                if params.stop and self._hit_stop(tokens[r], params.stop):
+                if params[r].stop and self._hit_stop(tokens[r], params[r].stop):
                     reasons[r] = "stop"
                     continue
-                keep.append(b)
+                if len(tokens[r]) < params[r].max_new_tokens:
+                    keep.append(b)
             if not keep:
                 break
             if len(keep) < len(active):
@@ -233,8 +260,8 @@ class TransformersLLM(LLM):
         texts = []
         for r in range(rows):
             text = self.tokenizer.decode(tokens[r], skip_special_tokens=True)
-            if params.stop:
-                text = _cut_at_stop(text, params.stop)
+            if params[r].stop:
+                text = _cut_at_stop(text, params[r].stop)
             texts.append(text.strip())
         return texts, [len(t) for t in tokens], reasons
 

@@ -52,16 +52,10 @@ def answer_all(
 
 def _generate(store: RunStore | None, llm: LLM, convs: Sequence[Conversation], params: Sequence[GenParams],
               seed: int, description: str) -> list[str]:
-    """One text per conversation, each with its own parameters; one batch per distinct parameters."""
-    out = [""] * len(convs)
-    groups: dict[GenParams, list[int]] = {}
-    for i, p in enumerate(params):
-        groups.setdefault(p, []).append(i)
-    for p, idx in groups.items():
-        gens, _ = cached_generate(store, llm, [convs[i] for i in idx], p, [seed], description=description)
-        for i, row in zip(idx, gens):
-            out[i] = row[0].text
-    return out
+    """One text per conversation, each with its own parameters (one batch where the backend
+    samples mixed parameters together)."""
+    gens, _ = cached_generate(store, llm, convs, params, [seed], description=description)
+    return [row[0].text for row in gens]
 
 
 def _history(question: MTQuestion, answers: list[str], turn: int) -> Conversation:
