@@ -74,9 +74,17 @@ def test_a_score_does_not_depend_on_what_was_scored_before():
     from evalign.backends.base import GenParams
 
     llm = lcb.LlamaCppLLM(weights.gguf_path("qwen2.5-coder-1.5b-instruct"))  # the built-in judge
-    question = "Explain why the sky is blue in two sentences, for a curious child of seven."
-    answers = ["Air scatters blue light the most.", "Air scatters blue sunlight more than red, so blue is seen.",
-               "The sky reflects the ocean.", "I don't know."]
+    # Long enough that the shared question spans several blocks and the answers end in
+    # different blocks: what is reused, and how the rest is batched, differs per order.
+    question = ("Explain why the sky is blue in two sentences, for a curious child of seven who has "
+                "just asked why it is not green or purple instead, and who already knows that sunlight "
+                "contains every colour of the rainbow and that air is made of tiny molecules. ") * 2
+    answers = ["Air scatters blue light the most.",
+               "Sunlight is made of every colour. When it enters the air, the tiny molecules bounce the "
+               "short blue waves around much more than the long red ones, so blue light reaches your "
+               "eyes from every direction of the sky. Violet is scattered even more, but the sun sends "
+               "less of it and our eyes see it poorly, so the sky looks blue rather than purple.",
+               "The sky reflects the ocean.", "I don't know. " * 30]
 
     def conv(a):
         return [{"role": "user", "content": f"{question}\nAnswer: {a}\nRate it from 1 to 10."}]
@@ -96,3 +104,28 @@ def test_a_score_does_not_depend_on_what_was_scored_before():
     assert forward == backward == alone
     grades([2])
     assert llm.generate([conv(answers[0])], GenParams(12, 0.7, 0.9), [3])[0][0].text == text
+
+
+@pytest.mark.slow
+def test_logits_do_not_depend_on_a_prefix_left_in_the_cache():
+    """A long prompt whose first 45 tokens were left in the cache by another prompt (a
+    prefix that ends inside a block) gives bitwise the logits it gives from an empty cache."""
+    import numpy as np
+
+    from evalign import weights
+
+    llm = lcb.LlamaCppLLM(weights.gguf_path("qwen2.5-coder-1.5b-instruct"))
+    text = " ".join(f"Step {i}: add {i * 7 % 13} apples to the basket and count them again." for i in range(40))
+    first = llm.encode(text)[:300]
+    other = first[:45] + llm.encode(" Something else entirely, written to differ here.")[:20] + first[65:]
+
+    def logprobs(tokens):
+        llm._evaluate(tokens[:-1])
+        llm.llm.eval(tokens[-1:])
+        return llm._next_logprobs()
+
+    cold = logprobs(first)
+    logprobs(other)
+    assert np.array_equal(logprobs(first), cold)
+    logprobs(first[:200])  # a shorter prompt, whole blocks shared
+    assert np.array_equal(logprobs(first), cold)

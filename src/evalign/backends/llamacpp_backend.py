@@ -63,6 +63,8 @@ class LlamaCppLLM(LLM):
             raise ModelNotFoundError(
                 'the llamacpp backend needs llama-cpp-python; install it with: pip install -e ".[cpu]"'
             ) from None
+        if n_batch % self.BLOCK:
+            raise ValueError(f"n_batch must be a multiple of {self.BLOCK} (got {n_batch})")
         self.path = Path(gguf_path)
         self.model_id = model_id or f"gguf:{self.path.name}"
         threads = n_threads or max(1, len(os.sched_getaffinity(0)))
@@ -167,7 +169,13 @@ class LlamaCppLLM(LLM):
     def _evaluate(self, tokens: list[int]) -> None:
         """Put exactly ``tokens`` in the KV cache, computed the canonical way: whole blocks at
         positions that are multiples of ``BLOCK``, then the remainder in one batch. Whole blocks
-        already computed so (``self._canonical``) are kept; nothing else is."""
+        already computed so (``self._canonical``) are kept; nothing else is.
+
+        The missing whole blocks go to llama.cpp in one call (split by ``n_batch``, itself a
+        multiple of ``BLOCK``): its CPU kernels give bitwise the same KV and logits for any split
+        of a prompt into batches of whole blocks, but not for batches of a few tokens (a
+        different kernel), which is what the blocks guard against. One call instead of one per
+        block evaluates prompts ~13% faster (benchmarks: judge_scoring)."""
         llm = self.llm
         canonical = self._canonical
         common = 0
@@ -178,8 +186,8 @@ class LlamaCppLLM(LLM):
         keep = (min(common, len(tokens)) // self.BLOCK) * self.BLOCK
         llm.n_tokens = keep
         full = (len(tokens) // self.BLOCK) * self.BLOCK
-        for start in range(keep, full, self.BLOCK):
-            llm.eval(tokens[start : start + self.BLOCK])
+        if full > keep:
+            llm.eval(tokens[keep:full])
         if full < len(tokens):
             llm.eval(tokens[full:])
         self._canonical = list(tokens[:full])
