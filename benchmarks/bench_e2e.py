@@ -8,7 +8,7 @@ stage) and judges every pair and answer in one pass (``judgments`` rows) before 
 ``eval_*`` stages read the cache; the rest (Python start, imports, report) is "other".
 
 ``--quickstart-run DIR`` reads an existing finished ablation directory instead of running
-the ablation (about 25 minutes on 2 cores); `evalign run` always runs.
+the ablation (about 10 minutes on 2 cores); `evalign run` always runs.
 """
 
 from __future__ import annotations
